@@ -1,0 +1,63 @@
+"""nb_model: call text-generation HTTP APIs from notebooks.
+
+    %load_ext nb_model
+    %%generate --max-tokens 200 -t 0.7
+    Explain {topic} in plain words.
+
+Python API: `generate`, `stream`, `generate_many`, `Panel`, `history`.
+Everything heavy is imported on first use so `%load_ext nb_model` stays fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import Generation
+
+
+def _client(profile=None, model=None):
+    from .client import client_for
+    return client_for(profile, model=model)
+
+
+def stream(prompt: str, *, profile: str | None = None, model: str | None = None, **params):
+    """Start a generation and return a `Stream`: iterate it for text deltas, then read `.generation`."""
+    return _client(profile, model).stream(prompt, **params)
+
+
+def generate(prompt: str, *, profile: str | None = None, model: str | None = None, **params) -> "Generation":
+    """Generate a whole answer and return a `Generation` (text, finish_reason, usage, timings)."""
+    return _client(profile, model).generate(prompt, **params)
+
+
+def __getattr__(name: str):
+    """Lazy access to the heavier parts of the public API."""
+    lazy = {
+        "Generation": ("results", "Generation"),
+        "Usage": ("results", "Usage"),
+        "Client": ("client", "Client"),
+        "Profile": ("config", "Profile"),
+        "generate_many": ("batch", "generate_many"),
+        "split_text": ("batch", "split_text"),
+        "summarize_long": ("batch", "summarize_long"),
+        "Panel": ("panel", "Panel"),
+        "history": ("cache", "history"),
+        "start_sandbox": ("sandbox", "start_sandbox"),
+    }
+    if name in lazy:
+        import importlib
+        module, attr = lazy[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'nb_model' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nb_model`: register %%generate / %generate."""
+    from .magics import register
+    register(ipython)
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "nb_model.server"}]

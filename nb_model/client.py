@@ -1,0 +1,430 @@
+"""The client core: profile → protocol adapter → HTTP (retries, rate limit) → Generation.
+
+Everything that calls a model (magic, panel, batch, relay tests) goes through
+`Client.stream()`; `generate()` is the same call consumed whole.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from . import protocols
+from .config import Profile, resolve_profile, validate_params
+from .errors import APIError, ConfigError, ConnectionFailed, Interrupted, ProtocolError, StreamBroken
+from .limits import bucket_for
+from .protocols import Chunk, Spec
+from .results import Generation, Usage
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_HINT_S = 120.0
+EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
+
+_notice_handler: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+_embedded = None
+_embedded_lock = threading.Lock()
+
+
+class _ServerError(Exception):
+    """An error object inside a 200 reply (e.g. vLLM's mid-stream error event)."""
+
+
+def set_notice_handler(fn: Callable[[str], None]) -> None:
+    """Where one-line notices (e.g. 'using the embedded sandbox at …') go."""
+    global _notice_handler
+    _notice_handler = fn
+
+
+def notice(msg: str) -> None:
+    _notice_handler(msg)
+
+
+def embedded_sandbox():
+    """The in-process sandbox server, started once on a random loopback port."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            from .sandbox import start_sandbox
+            _embedded = start_sandbox(token_rate=200.0)
+            notice(f"nb_model: no endpoint configured, using the embedded sandbox (simulated model) at {_embedded.url}")
+        return _embedded
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate (about 4 characters per token)."""
+    return max(len(text) // 4, len(text.split())) if text else 0
+
+
+def backoff_delay(attempt: int, headers: dict | None = None) -> float:
+    """Server hint first (retry-after-ms, Retry-After seconds or HTTP date), else exponential with jitter."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    hint = None
+    if "retry-after-ms" in headers:
+        try:
+            hint = float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    if hint is None and "retry-after" in headers:
+        value = headers["retry-after"]
+        try:
+            hint = float(value)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                hint = max(0.0, parsed.timestamp() - time.time())
+    if hint is not None and hint >= 0:
+        return hint
+    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _session():
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _server_message(resp) -> str:
+    """The server's own error message, from JSON if it sent JSON, else a short text."""
+    try:
+        body = resp.content[:4000]
+    except Exception:  # noqa: BLE001 - a broken body still gets its status reported
+        return ""
+    try:
+        obj = json.loads(body)
+        err = obj.get("error", obj) if isinstance(obj, dict) else obj
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("detail") or err)
+        return str(err)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        if text.lstrip().startswith("<"):
+            return "the server sent an HTML error page"
+        return " ".join(text.split())[:200]
+
+
+def _advice(status: int, profile: Profile) -> str:
+    if status == 401 or status == 403:
+        return f"check the key: {profile.key_status()}"
+    if status == 429:
+        return "rate limited: lower the request rate or retry later"
+    if status >= 500:
+        return "the server failed: re-run the cell to retry"
+    if status == 404:
+        return f"check the endpoint and protocol of profile {profile.name!r}"
+    return "fix the request parameters"
+
+
+class Stream:
+    """An in-flight generation: iterate for text deltas; `.generation` holds the result.
+
+    Retries (within the budget) happen only before any text was yielded. After
+    text was shown a broken stream raises `StreamBroken` with the partial
+    `Generation` attached; an interrupt closes the connection and raises `Interrupted`.
+    """
+
+    def __init__(self, client: "Client", spec: Spec, *, stream: bool, max_retries: int,
+                 cache_mode: str = "use", on_retry: Callable[[str], None] | None = None) -> None:
+        self.client = client
+        self.spec = spec
+        self.streaming = stream
+        self.max_retries = max_retries
+        self.cache_mode = cache_mode
+        self.on_retry = on_retry
+        profile = client.profile
+        self.generation = Generation(model=profile.model or "", profile=profile.name, params=dict(spec.params))
+        self._response = None
+        self._closed = False
+        self._consumed = False
+
+    # -- public -----------------------------------------------------------
+    def __iter__(self) -> Iterator[str]:
+        if self._consumed:
+            yield from ([self.generation.text] if self.generation.text else [])
+            return
+        self._consumed = True
+        cache = self.client.cache if self.cache_mode != "off" else None
+        identity = self.client.identity(self.spec)
+        if cache is not None and self.cache_mode == "use":
+            hit = cache.lookup(identity)
+            if hit is not None:
+                hit.cached = True
+                self.generation = hit
+                if hit.text:
+                    yield hit.text
+                return
+        start = time.perf_counter()
+        try:
+            yield from self._run(start)
+        except KeyboardInterrupt:
+            self.close()
+            self._finish(start, "interrupted")
+            raise Interrupted(
+                f"stopped by user after {self.generation.usage.completion_tokens} tokens; partial text kept",
+                partial=self.generation) from None
+        self._finish(start, self.generation.finish_reason or "stop")
+        if cache is not None and self.generation.finish_reason not in ("error", "interrupted"):
+            cache.store(identity, self.generation)
+
+    def text(self) -> str:
+        for _ in self:
+            pass
+        return self.generation.text
+
+    def close(self) -> None:
+        self._closed = True
+        resp, self._response = self._response, None
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - closing a dead socket is fine
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals --------------------------------------------------------
+    def _finish(self, start: float, reason: str) -> None:
+        gen = self.generation
+        gen.latency_s = time.perf_counter() - start
+        gen.finish_reason = gen.finish_reason if reason == "stop" and gen.finish_reason else reason
+        if not gen.usage.prompt_tokens:
+            gen.usage.prompt_tokens = estimate_tokens(self.spec.transcript())
+        if not gen.usage.completion_tokens and gen.text:
+            gen.usage.completion_tokens = estimate_tokens(gen.text)
+        gen.cost_usd = gen.usage.total_tokens * self.client.profile.price_per_1m / 1e6
+
+    def _run(self, start: float) -> Iterator[str]:
+        attempt = 0
+        while True:
+            try:
+                yield from self._attempt(start)
+                return
+            except APIError as exc:
+                retryable = (exc.status in RETRY_STATUS or exc.status is None) and not self.generation.text
+                if not retryable or attempt >= self.max_retries or isinstance(exc, StreamBroken):
+                    raise
+                delay = backoff_delay(attempt, getattr(exc, "headers", None))
+                if delay > MAX_HINT_S:
+                    raise APIError(f"{exc} (server asks to wait {delay:.0f} s: try later)",
+                                   status=exc.status, request_id=exc.request_id) from None
+                attempt += 1
+                if self.on_retry:
+                    self.on_retry(f"{exc}; retry {attempt}/{self.max_retries} in {delay:.1f} s")
+                self._sleep(delay)
+
+    @staticmethod
+    def _sleep(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+
+    def _attempt(self, start: float) -> Iterator[str]:
+        client, profile = self.client, self.client.profile
+        adapter = protocols.adapter(profile.protocol)
+        url, body, extra = adapter.build(client.endpoint(), profile.model, self.spec, self.streaming)
+        headers = {"Content-Type": "application/json", **extra}
+        if self.streaming:
+            headers["Accept"] = "text/event-stream" if profile.protocol != "seed" else "application/x-ndjson"
+        key = profile.api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        client.limiter.acquire()
+        try:
+            resp = client.session.post(url, json=body, headers=headers, stream=True,
+                                       timeout=(profile.connect_timeout, profile.read_timeout))
+        except Exception as exc:  # noqa: BLE001 - every transport failure becomes one line
+            raise ConnectionFailed(client.describe_failure(exc, url)) from None
+        self._response = resp
+        request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
+        self.generation.request_id = request_id
+        if resp.status_code >= 400:
+            msg = client.redact(_server_message(resp))
+            resp.close()
+            rid = f" [request {request_id}]" if request_id else ""
+            err = APIError(f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid} — "
+                           f"{_advice(resp.status_code, profile)}", status=resp.status_code, request_id=request_id)
+            err.headers = dict(resp.headers)
+            raise err
+        if self.streaming:
+            yield from self._read_stream(resp, adapter, start)
+        else:
+            yield from self._read_whole(resp, adapter, start)
+
+    def _apply(self, chunk: Chunk, start: float) -> str:
+        gen = self.generation
+        if chunk.error:
+            raise _ServerError(f"the server reported an error: {self.client.redact(chunk.error)}")
+        if chunk.model:
+            gen.model = chunk.model
+        if chunk.usage:
+            gen.usage = Usage(int(chunk.usage.get("prompt_tokens") or 0),
+                              int(chunk.usage.get("completion_tokens") or 0))
+        if chunk.finish_reason:
+            gen.finish_reason = chunk.finish_reason
+        if chunk.text:
+            if gen.ttft_s is None:
+                gen.ttft_s = time.perf_counter() - start
+            gen.text += chunk.text
+        return chunk.text
+
+    def _read_whole(self, resp, adapter, start: float) -> Iterator[str]:
+        try:
+            raw = resp.content
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionFailed(self.client.describe_failure(exc, resp.url)) from None
+        finally:
+            self._response = None
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise ProtocolError(f"the server's reply is not JSON ({len(raw)} bytes); "
+                                f"check that profile {self.client.profile.name!r} uses the right protocol") from None
+        try:
+            text = self._apply(adapter.parse_reply(obj), start)
+        except _ServerError as exc:
+            raise APIError(str(exc)) from None
+        if text:
+            yield text
+
+    def _read_stream(self, resp, adapter, start: float) -> Iterator[str]:
+        decoder = adapter.stream_decoder()
+        complete = False
+        raw = resp.raw
+        try:
+            while not self._closed:
+                try:
+                    data = raw.read1(65536)
+                except Exception as exc:  # noqa: BLE001 - transport failure mid-stream
+                    if self._closed:
+                        break  # closed by the user (Stop): not a failure
+                    self._broken(self.client.describe_failure(exc, resp.url))
+                chunks = decoder.feed(data) if data else decoder.close()
+                for chunk in chunks:
+                    text = self._apply(chunk, start)
+                    complete = complete or chunk.done or chunk.finish_reason is not None
+                    if text:
+                        yield text
+                if not data:
+                    break
+        except ProtocolError as exc:
+            self._broken(str(exc), protocol=True)
+        except _ServerError as exc:
+            self._broken(str(exc))
+        if self._closed:
+            self.generation.finish_reason = "stopped"
+            return
+        self.close()
+        if not complete:
+            self._broken("the stream ended before the server said it was done")
+
+    def _broken(self, what: str, protocol: bool = False) -> None:
+        gen = self.generation
+        if not gen.text:
+            # nothing shown yet: a retryable failure
+            if protocol:
+                raise ProtocolError(what)
+            raise ConnectionFailed(what)
+        gen.finish_reason = "error"
+        gen.error = what
+        raise StreamBroken(f"{what}; partial text kept ({len(gen.text)} chars) — re-run the cell to retry",
+                           partial=gen)
+
+
+class Client:
+    """One profile's connection: a requests.Session, a rate limiter and an optional cache."""
+
+    def __init__(self, profile: Profile | str | None = None, *, cache=None) -> None:
+        self.profile = profile if isinstance(profile, Profile) else resolve_profile(profile)
+        self.cache = cache
+        self.limiter = bucket_for(self.profile.name, self.profile.qps)
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = _session()
+        return self._session
+
+    def endpoint(self) -> str:
+        return self.profile.endpoint or embedded_sandbox().url
+
+    def identity(self, spec: Spec) -> dict[str, Any]:
+        """Everything that changes the answer (never the key), for the cache key."""
+        p = self.profile
+        return {
+            "protocol": p.protocol, "endpoint": p.endpoint or EMBEDDED, "model": p.model,
+            "system": spec.system, "messages": spec.messages, "prompt": spec.prompt,
+            "params": {k: v for k, v in sorted(spec.params.items()) if v is not None},
+        }
+
+    def redact(self, text: str) -> str:
+        key = self.profile.api_key()
+        return text.replace(key, "***") if key and text else text
+
+    def describe_failure(self, exc: Exception, url: str) -> str:
+        name = type(exc).__name__
+        text = str(exc)
+        if "timed out" in text.lower() or "timeout" in name.lower():
+            what = f"no data for {self.profile.read_timeout:g} s (read timeout)"
+        elif "refused" in text.lower():
+            what = "connection refused"
+        else:
+            what = f"connection failed ({name})"
+        return self.redact(f"{what} talking to {url} — check that the server is running, then re-run")
+
+    def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
+             **params) -> Spec:
+        params = validate_params({**self.profile.defaults, **params}, self.profile)
+        if not prompt or not prompt.strip():
+            raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
+        spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
+        needed = estimate_tokens(spec.transcript())
+        if needed > self.profile.context_window:
+            raise ConfigError(
+                f"the prompt needs about {needed} tokens, over the {self.profile.context_window}-token context "
+                f"window of {self.profile.name!r}: split it (nb_model.split_text) and summarize in parts")
+        return spec
+
+    def stream(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
+               stream: bool = True, cache: str = "use", max_retries: int | None = None,
+               on_retry: Callable[[str], None] | None = None, **params) -> Stream:
+        """Start a generation; iterate the returned `Stream` for text deltas."""
+        spec = self.spec(prompt, system=system, messages=messages, **params)
+        retries = self.profile.max_retries if max_retries is None else max_retries
+        return Stream(self, spec, stream=stream, max_retries=retries, cache_mode=cache, on_retry=on_retry)
+
+    def generate(self, prompt: str, **kw) -> Generation:
+        kw.setdefault("stream", False)
+        s = self.stream(prompt, **kw)
+        s.text()
+        return s.generation
+
+
+_clients: dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(profile: str | Profile | None = None, **overrides) -> Client:
+    """A shared Client per resolved profile (so connections and limits are shared)."""
+    prof = profile if isinstance(profile, Profile) else resolve_profile(profile, **overrides)
+    key = repr(prof)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = Client(prof, cache=_default_cache())
+        return _clients[key]
+
+
+def _default_cache():
+    return None

@@ -1,0 +1,211 @@
+"""Profiles and settings resolution.
+
+Order, strongest first: call arguments > cell options > %config > env vars >
+profiles TOML > built-in defaults. A profile names the *environment variable*
+holding its key; the key itself is read at request time and never stored.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .protocols import PROTOCOLS
+
+KEY_ENVS = ("NB_MODEL_API_KEY", "MODEL_API_KEY")
+PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
+SEED_PRICE_PER_1M = 12.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where and how to call a model. Holds no secret, only the key's env var name."""
+
+    name: str
+    endpoint: str | None = None  # None: the embedded sandbox, started on first use
+    protocol: str = "seed"
+    model: str | None = None
+    key_env: str | None = None  # None: NB_MODEL_API_KEY then MODEL_API_KEY
+    max_tokens_cap: int = 2048
+    context_window: int = 16384
+    qps: float = 20.0
+    price_per_1m: float = 0.0
+    max_retries: int = 2
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def key_envs(self) -> tuple[str, ...]:
+        return (self.key_env,) if self.key_env else KEY_ENVS
+
+    def api_key(self) -> str | None:
+        """The key from the environment (never cached on the object)."""
+        for name in self.key_envs():
+            value = os.environ.get(name)
+            if value:
+                return value.strip()
+        return None
+
+    def key_status(self) -> str:
+        for name in self.key_envs():
+            if os.environ.get(name):
+                return f"set (from ${name})"
+        return f"unset (looked in ${', $'.join(self.key_envs())})"
+
+    def summary(self) -> dict[str, Any]:
+        info = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
+        info["endpoint"] = self.endpoint or "embedded sandbox (started on first use)"
+        info["key"] = self.key_status()
+        return info
+
+
+BUILTIN: dict[str, Profile] = {
+    "sandbox": Profile(
+        "sandbox", None, "seed", "sandbox", price_per_1m=SEED_PRICE_PER_1M,
+        description="embedded simulated engine; cost shown at the seed API's price",
+    ),
+}
+
+_FIELD_NAMES = {f.name for f in fields(Profile)}
+
+
+def _parse_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read profiles file {path}: {exc}") from None
+
+
+def profiles_path() -> Path | None:
+    """NB_MODEL_CONFIG, else ./nb_model.toml, else ~/.config/nb_model/profiles.toml."""
+    env = os.environ.get("NB_MODEL_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (Path("nb_model.toml"), Path.home() / ".config" / "nb_model" / "profiles.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def profile_from_dict(name: str, data: dict) -> Profile:
+    if "key" in data or "api_key" in data:
+        raise ConfigError(f"profile {name!r} holds a key: remove it and set key_env = \"ENV_VAR_NAME\" instead")
+    unknown = set(data) - _FIELD_NAMES
+    if unknown:
+        raise ConfigError(f"profile {name!r}: unknown setting(s) {', '.join(sorted(unknown))}; "
+                          f"allowed: {', '.join(sorted(_FIELD_NAMES - {'name'}))}")
+    protocol = data.get("protocol", "seed")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"profile {name!r}: protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
+    return Profile(name=name, **data)
+
+
+def _env_profile() -> Profile | None:
+    endpoint = os.environ.get("NB_MODEL_ENDPOINT")
+    if not endpoint:
+        return None
+    protocol = os.environ.get("NB_MODEL_PROTOCOL", "seed")
+    return profile_from_dict("env", {
+        "endpoint": endpoint, "protocol": protocol, "model": os.environ.get("NB_MODEL_MODEL"),
+        "price_per_1m": SEED_PRICE_PER_1M if protocol == "seed" else 0.0,
+        "description": "from NB_MODEL_ENDPOINT / NB_MODEL_PROTOCOL / NB_MODEL_MODEL",
+    })
+
+
+def load_profiles() -> tuple[dict[str, Profile], str | None]:
+    """All profiles (built-in, env, relay, file) and the file's `default`, if any."""
+    profiles = dict(BUILTIN)
+    extra = _extra_profiles()
+    profiles.update(extra)
+    env = _env_profile()
+    if env:
+        profiles["env"] = env
+    default = None
+    path = profiles_path()
+    if path is not None:
+        data = _parse_toml(path)
+        default = data.get("default")
+        for name, body in (data.get("profiles") or {}).items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: [profiles.{name}] must be a table")
+            profiles[name] = profile_from_dict(name, body)
+    return profiles, default
+
+
+def _extra_profiles() -> dict[str, Profile]:
+    """Profiles that exist because of the environment: the Jupyter relay, a local model."""
+    out: dict[str, Profile] = {}
+    try:
+        from .relay_env import relay_profiles
+    except ImportError:
+        relay_profiles = None
+    if relay_profiles:
+        out.update(relay_profiles())
+    try:
+        from .sandbox.local import local_profile
+    except ImportError:
+        local_profile = None
+    if local_profile:
+        prof = local_profile()
+        if prof:
+            out[prof.name] = prof
+    return out
+
+
+def default_profile_name(profiles: dict[str, Profile], file_default: str | None) -> str:
+    """NB_MODEL_PROFILE > profiles file default > env endpoint > relay > local model > sandbox."""
+    chosen = os.environ.get("NB_MODEL_PROFILE") or file_default
+    if chosen:
+        return chosen
+    for name in ("env",):
+        if name in profiles:
+            return name
+    relay = sorted(n for n in profiles if n.startswith("relay:"))
+    if relay:
+        return relay[0]
+    if "local" in profiles:
+        return "local"
+    return "sandbox"
+
+
+def resolve_profile(name: str | None = None, **overrides) -> Profile:
+    profiles, file_default = load_profiles()
+    name = name or default_profile_name(profiles, file_default)
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
+                          f"(define more in {profiles_path() or 'nb_model.toml'})")
+    profile = profiles[name]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(profile, **overrides) if overrides else profile
+
+
+def validate_params(params: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """Check generation parameters; raise one ConfigError line saying what is allowed."""
+    out = {k: v for k, v in params.items() if v is not None}
+    unknown = set(out) - set(PARAMS)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: {', '.join(PARAMS)}")
+    mt = out.get("max_tokens")
+    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or not 1 <= mt <= profile.max_tokens_cap):
+        raise ConfigError(f"max_tokens must be an integer from 1 to {profile.max_tokens_cap} "
+                          f"(profile {profile.name!r}), got {mt!r}")
+    t = out.get("temperature")
+    if t is not None and not (isinstance(t, (int, float)) and 0 <= t <= 2):
+        raise ConfigError(f"temperature must be between 0 and 2, got {t!r}")
+    p = out.get("top_p")
+    if p is not None and not (isinstance(p, (int, float)) and 0 < p <= 1):
+        raise ConfigError(f"top_p must be in (0, 1], got {p!r}")
+    k = out.get("top_k")
+    if k is not None and not (isinstance(k, int) and k >= 1):
+        raise ConfigError(f"top_k must be a positive integer, got {k!r}")
+    lang = out.get("language")
+    if lang is not None and not (isinstance(lang, str) and lang.strip()):
+        raise ConfigError("language must be a non-empty code such as 'en' or 'fr'")
+    return out

@@ -1,0 +1,138 @@
+"""Showing a generation in a notebook: live text, final render, one-line footer.
+
+Text streams append-only to stdout (ipykernel batches it; O(n) bytes, and what
+nbval records equals what the notebook saves). Rich formats (markdown, code,
+json, html) show a live preview in one display that is updated at a bounded,
+size-aware rate, reset to empty at the end, and followed by the final render,
+so the saved notebook and nbval's recording agree.
+"""
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+
+FORMATS = ("text", "markdown", "code", "json", "html")
+MAX_UPDATES_PER_S = 20
+PREVIEW_BYTES_PER_S = 40_000  # caps the re-send cost of a growing preview
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (display updates reach a frontend)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _publish(bundle: dict, metadata: dict | None = None, display_id=None, update=False):
+    from IPython.display import display
+    return display(bundle, raw=True, metadata=metadata or {}, display_id=display_id, update=update)
+
+
+def render_bundle(text: str, fmt: str) -> dict:
+    """The final MIME bundle of a generation's text in a format."""
+    if fmt == "markdown":
+        return {"text/markdown": text, "text/plain": text}
+    if fmt == "html":
+        return {"text/html": text, "text/plain": text}
+    if fmt == "code":
+        body = text.strip()
+        if body.startswith("```"):
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+            body = body.rsplit("```", 1)[0]
+        return {"text/markdown": f"```\n{body.rstrip()}\n```", "text/plain": body.rstrip()}
+    if fmt == "json":
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return {"text/plain": text}
+        return {"application/json": obj, "text/plain": json.dumps(obj, indent=2, ensure_ascii=False)}
+    return {"text/plain": text}
+
+
+class LiveOutput:
+    """Receives deltas and shows them without flooding the frontend."""
+
+    def __init__(self, fmt: str = "text") -> None:
+        self.fmt = fmt
+        self.text = ""
+        self._rich = fmt != "text" and in_kernel()
+        self._handle = None
+        self._last = 0.0
+        self._shown = 0
+
+    def write(self, delta: str) -> None:
+        self.text += delta
+        if not self._rich:
+            sys.stdout.write(delta)
+            if not in_kernel():
+                sys.stdout.flush()
+            return
+        now = time.monotonic()
+        interval = max(1 / MAX_UPDATES_PER_S, len(self.text) / PREVIEW_BYTES_PER_S)
+        if now - self._last >= interval:
+            self._preview()
+            self._last = now
+
+    def _preview(self) -> None:
+        bundle = {"text/plain": self.text}
+        if self._handle is None:
+            self._handle = _publish({"text/plain": ""}, display_id=True)
+        self._handle.update(bundle, raw=True)
+
+    def finish(self, gen=None) -> None:
+        """End the live part; show the final render for rich formats."""
+        if not self._rich:
+            if self.text and not self.text.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            return
+        if self._handle is not None:
+            self._handle.update({"text/plain": ""}, raw=True)
+        if self.text:
+            _publish(render_bundle(self.text, self.fmt))
+
+
+def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
+    """The one-line footer and any warning lines for a Generation."""
+    u = gen.usage
+    parts = [gen.model or gen.profile or "model", f"{u.prompt_tokens} → {u.completion_tokens} tokens"]
+    if gen.ttft_s is not None:
+        parts.append(f"first token {gen.ttft_s:.2f} s")
+    if gen.latency_s is not None:
+        parts.append(f"total {gen.latency_s:.2f} s")
+    parts.append(f"finish: {gen.finish_reason or '?'}")
+    if gen.cost_usd:
+        parts.append(f"${gen.cost_usd:.4f}")
+    if gen.cached:
+        parts.append("cached")
+    warnings = []
+    if gen.finish_reason == "length":
+        limit = gen.params.get("max_tokens")
+        warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap or 2048})")
+    elif gen.finish_reason == "content_filter":
+        warnings.append("the output was filtered by the server's content filter and is incomplete")
+    elif gen.finish_reason == "interrupted":
+        warnings.append("interrupted: partial text kept; re-run the cell to generate again")
+    return " · ".join(parts), warnings
+
+
+def show_footer(gen, *, cap: int | None = None) -> None:
+    line, warnings = footer_line(gen, cap=cap)
+    text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
+    html_lines = [f'<div style="color:#777;font-size:85%">— {html.escape(line)}</div>']
+    html_lines += [f'<div style="color:#b36b00;font-size:85%">⚠ {html.escape(w)}</div>' for w in warnings]
+    meta = {"nb_model": {
+        "model": gen.model, "profile": gen.profile, "params": gen.params,
+        "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens},
+        "finish_reason": gen.finish_reason, "cached": gen.cached, "request_id": gen.request_id,
+    }}
+    _publish({"text/plain": text, "text/html": "".join(html_lines)}, metadata=meta)
+
+
+def show_notice(msg: str) -> None:
+    _publish({"text/plain": msg, "text/html": f'<div style="color:#777;font-size:85%">{html.escape(msg)}</div>'})

@@ -1,0 +1,181 @@
+"""`%%generate` and `%generate`: parse options, call the client core, show the result.
+
+Defaults can be set with `%config NbModel.temperature = 0.2` (any of the traits below).
+"""
+from __future__ import annotations
+
+import importlib
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+
+from .errors import ConfigError, NbModelError
+
+# Subcommands of the line magic: name -> "module:function(magics, args: list[str])".
+SUBCOMMANDS = {
+    "config": "nb_model.magics:cmd_config",
+    "profiles": "nb_model.magics:cmd_profiles",
+    "help": "nb_model.magics:cmd_help",
+}
+
+
+@magics_class
+class NbModel(Magics):
+    """Cell magic `%%generate` and line magic `%generate SUBCOMMAND`."""
+
+    profile = Unicode(None, allow_none=True, help="Default profile name.").tag(config=True)
+    model = Unicode(None, allow_none=True, help="Default model.").tag(config=True)
+    max_tokens = Int(None, allow_none=True, help="Default max_tokens.").tag(config=True)
+    temperature = Float(None, allow_none=True, help="Default temperature.").tag(config=True)
+    top_p = Float(None, allow_none=True, help="Default top_p.").tag(config=True)
+    top_k = Int(None, allow_none=True, help="Default top_k.").tag(config=True)
+    language = Unicode(None, allow_none=True, help="Default language code.").tag(config=True)
+    system = Unicode(None, allow_none=True, help="Default system text.").tag(config=True)
+    format = CaselessStrEnum(["text", "markdown", "code", "json", "html"], default_value="text",
+                             help="Default output format.").tag(config=True)
+    stream = Bool(True, help="Stream text as it arrives.").tag(config=True)
+
+    @magic_arguments()
+    @argument("-p", "--profile", help="profile name (see %%generate profiles)")
+    @argument("-m", "--model", help="model name, overrides the profile's")
+    @argument("--max-tokens", type=int, dest="max_tokens", help="most tokens to generate (1..profile cap, 2048 for the seed API)")
+    @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2 (0 = greedy)")
+    @argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass, (0, 1]")
+    @argument("--top-k", type=int, dest="top_k", help="sample among the k likeliest tokens")
+    @argument("--language", help="answer language code, e.g. en, fr")
+    @argument("--seed", type=int, help="sampling seed, where the server supports it")
+    @argument("-s", "--system", help="system text (instructions)")
+    @argument("-f", "--format", choices=["text", "markdown", "code", "json", "html"], help="how to show the answer")
+    @argument("-o", "--out", metavar="VAR", help="store the Generation in this variable")
+    @argument("--no-stream", action="store_true", dest="no_stream", help="wait for the whole answer")
+    @argument("--no-interpolate", action="store_true", dest="no_interpolate", help="send {braces} as written")
+    @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
+    @line_cell_magic
+    def generate(self, line: str = "", cell: str | None = None):
+        """Generate text from the cell body (the prompt); `{name}` is filled from your variables.
+
+        As a line magic: `%generate config`, `%generate profiles`, `%generate help`, ...
+        """
+        if cell is None:
+            return self._subcommand(line)
+        try:
+            args = parse_argstring(self.generate, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc} (see %%generate? for the options)") from None
+        if args.subcommand:
+            raise UsageError(f"unexpected words {' '.join(args.subcommand)!r} after %%generate: "
+                             "options start with - (see %%generate?)")
+        return self.run_cell(args, cell)
+
+    # -- the cell -------------------------------------------------------
+    def params(self, args) -> dict:
+        names = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
+        return {n: getattr(args, n, None) if getattr(args, n, None) is not None else getattr(self, n, None)
+                for n in names}
+
+    def prompt(self, args, cell: str) -> str:
+        from .template import fill
+        body = cell.strip("\n")
+        return body if args.no_interpolate else fill(body, self.shell.user_ns)
+
+    def run_cell(self, args, cell: str):
+        from .client import client_for
+        from .display import LiveOutput, show_footer, show_notice
+
+        fmt = args.format or self.format
+        try:
+            client = client_for(args.profile or self.profile, model=args.model or self.model)
+            stream = client.stream(self.prompt(args, cell), system=args.system or self.system,
+                                   stream=self.stream and not args.no_stream, on_retry=show_notice,
+                                   **self.params(args))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        live = LiveOutput(fmt)
+        try:
+            for delta in stream:
+                live.write(delta)
+        except NbModelError as exc:
+            gen = getattr(exc, "partial", None) or stream.generation
+            live.finish(gen)
+            if gen.text:
+                show_footer(gen, cap=client.profile.max_tokens_cap)
+            self._store(args, gen)
+            raise
+        gen = stream.generation
+        live.finish(gen)
+        show_footer(gen, cap=client.profile.max_tokens_cap)
+        self._store(args, gen)
+
+    def _store(self, args, gen) -> None:
+        if args.out:
+            if not args.out.isidentifier():
+                raise UsageError(f"--out needs a variable name, got {args.out!r}")
+            self.shell.user_ns[args.out] = gen
+
+    # -- the line magic -------------------------------------------------
+    def _subcommand(self, line: str):
+        words = line.split()
+        name = words[0] if words else "help"
+        if name not in SUBCOMMANDS:
+            raise UsageError(f"unknown subcommand {name!r}: use one of {', '.join(sorted(SUBCOMMANDS))}")
+        module, func = SUBCOMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), func)(self, words[1:])
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _table(rows: list[tuple[str, str]]) -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
+
+
+def cmd_config(magics: NbModel, args: list[str]) -> None:
+    """Effective settings: profile, endpoint, protocol, model, limits, key set/unset."""
+    from .config import resolve_profile
+    profile = resolve_profile(magics.profile)
+    rows = [("profile", profile.name)] + [(k, str(v)) for k, v in profile.summary().items() if k != "name"]
+    defaults = {n: getattr(magics, n) for n in ("model", "max_tokens", "temperature", "top_p", "top_k",
+                                                  "language", "system") if getattr(magics, n) is not None}
+    rows += [(f"%config NbModel.{k}", repr(v)) for k, v in defaults.items()]
+    rows += [("format", magics.format), ("stream", str(magics.stream))]
+    _table(rows)
+
+
+def cmd_profiles(magics: NbModel, args: list[str]) -> None:
+    """Known profiles; the default is marked with *."""
+    from .config import default_profile_name, load_profiles, profiles_path
+    profiles, file_default = load_profiles()
+    default = magics.profile or default_profile_name(profiles, file_default)
+    rows = []
+    for name in sorted(profiles):
+        p = profiles[name]
+        mark = "*" if name == default else " "
+        rows.append((f"{mark} {name}", f"{p.protocol:18} {p.model or '-':14} {p.endpoint or 'embedded sandbox'}"))
+    _table(rows)
+    print(f"profiles file: {profiles_path() or 'none (set NB_MODEL_CONFIG or create nb_model.toml)'}")
+
+
+def cmd_help(magics: NbModel, args: list[str]) -> None:
+    """This list."""
+    rows = []
+    for name in sorted(SUBCOMMANDS):
+        module, func = SUBCOMMANDS[name].split(":")
+        doc = (getattr(importlib.import_module(module), func).__doc__ or "").strip().splitlines()
+        rows.append((f"%generate {name}", doc[0] if doc else ""))
+    rows.append(("%%generate [options]", "generate from the cell body; %%generate? lists the options"))
+    _table(rows)
+
+
+def register(ipython) -> None:
+    """Register the magics and make `%config NbModel.x = ...` work."""
+    from . import client
+    from .display import show_notice
+
+    magics = NbModel(shell=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
+    client.set_notice_handler(show_notice)

@@ -1,0 +1,115 @@
+"""OpenAI-compatible chat completions and (legacy) completions, SSE streaming."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..errors import ProtocolError
+from . import Chunk, Spec, checked
+from .sse import SSEDecoder
+
+SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed")
+
+
+def _base(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    for suffix in ("/chat/completions", "/completions"):
+        if endpoint.endswith(suffix):
+            endpoint = endpoint[: -len(suffix)]
+    return endpoint if endpoint.endswith("/v1") else endpoint + "/v1"
+
+
+def _language_hint(spec: Spec) -> str | None:
+    lang = spec.params.get("language")
+    return f"Answer in the language with code '{lang}'." if lang else None
+
+
+def _error_text(err) -> str:
+    return err.get("message", str(err)) if isinstance(err, dict) else str(err)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    chat: bool
+
+    def build(self, endpoint: str, model: str | None, spec: Spec, stream: bool):
+        body: dict = {"model": model or "default"}
+        body.update({k: spec.params[k] for k in SAMPLING if spec.params.get(k) is not None})
+        hint = _language_hint(spec)
+        if self.chat:
+            msgs = spec.chat_messages()
+            if hint:
+                msgs.insert(0, {"role": "system", "content": hint})
+            body["messages"] = msgs
+        else:
+            body["prompt"] = (hint + "\n\n" if hint else "") + spec.transcript()
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        path = "/chat/completions" if self.chat else "/completions"
+        return _base(endpoint) + path, body, {}
+
+    def _choice_text(self, choice: dict, *, delta: bool) -> str:
+        if self.chat:
+            part = choice.get("delta" if delta else "message") or {}
+            if not isinstance(part, dict):
+                raise ProtocolError("a choice's message is not a JSON object")
+            text = part.get("content")
+        else:
+            text = choice.get("text")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError("the reply's text field is not a string")
+        return text or ""
+
+    def _chunk(self, obj, *, delta: bool) -> Chunk:
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
+        if obj.get("error"):
+            return Chunk(error=_error_text(obj["error"]))
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            raise ProtocolError('reply has no "choices" list')
+        chunk = Chunk(usage=obj.get("usage"), model=obj.get("model"))
+        if choices:
+            if not isinstance(choices[0], dict):
+                raise ProtocolError("a choice is not a JSON object")
+            chunk.text = self._choice_text(choices[0], delta=delta)
+            chunk.finish_reason = choices[0].get("finish_reason")
+        return checked(chunk)
+
+    def parse_reply(self, obj) -> Chunk:
+        chunk = self._chunk(obj, delta=False)
+        chunk.done = True
+        return chunk
+
+    def stream_decoder(self) -> "StreamDecoder":
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+        self._sse = SSEDecoder()
+
+    def feed(self, data: bytes) -> list[Chunk]:
+        return self._parse(self._sse.feed(data))
+
+    def close(self) -> list[Chunk]:
+        return self._parse(self._sse.close())
+
+    def _parse(self, events: list[str]) -> list[Chunk]:
+        out = []
+        for data in events:
+            if data.strip() == "[DONE]":
+                out.append(Chunk(done=True))
+                continue
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                raise ProtocolError(f"malformed SSE event: {data[:60]!r}") from None
+            out.append(self._adapter._chunk(obj, delta=True))
+        return out
+
+
+CHAT = Adapter(chat=True)
+COMPLETIONS = Adapter(chat=False)

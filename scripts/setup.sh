@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv and install nb_model with the extras named in $1 (e.g. "test,redis").
+# System packages (redis-server, chromium) are installed only when asked via NB_MODEL_SYSTEM_DEPS=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip wheel setuptools
+if [[ ",$extras," == *",local,"* ]]; then
+  # llama-cpp-python compiles for minutes: build its wheel once and keep it outside the clone.
+  wheels="${NB_MODEL_WHEELS:-$HOME/.cache/nb_model/wheels}"
+  mkdir -p "$wheels"
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python once (several minutes) into $wheels"
+    .venv/bin/python -m pip wheel -q --no-deps -w "$wheels" "llama-cpp-python>=0.3"
+  fi
+  export PIP_FIND_LINKS="$wheels ${PIP_FIND_LINKS:-}"
+fi
+if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
+  missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+fi
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"

@@ -1,0 +1,233 @@
+"""Text engines behind the sandbox server, and the simulated one.
+
+The `Engine` protocol (implemented here by `SimulatedEngine`, later by a
+llama.cpp engine)::
+
+    model: str                                     # name reported to clients
+    count_tokens(text: str) -> int
+    generate(prompt, *, max_tokens, temperature, top_p, top_k, language, seed) -> TokenStream
+
+`generate` returns a `TokenStream`: an iterator of text pieces, one per token,
+each carrying its leading whitespace (so ``"".join(stream)`` is the text).
+Once exhausted, `stream.finish_reason` is ``"stop"`` (natural end) or
+``"length"`` (max_tokens reached); `stream.close()` abandons the generation.
+An engine writes a plain generator that *returns* its finish reason and wraps
+it: ``TokenStream(gen())``.
+
+How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
+
+* A reply is ``[sandbox]`` followed by sentences made of slots (opener,
+  subject, verb, object, ending). Each slot has candidates ranked from common to
+  rare (see `vocab.py`), plus nouns taken from the prompt.
+* Candidate logit = ``-1.1 * ln(rank + 1)`` + a context bonus in [0, 1.6) hashed
+  from (prompt, language, sentence, slot) with hashlib: the ranking, and so the
+  greedy text, depends on the prompt only.
+* ``top_k`` keeps the k likeliest candidates; ``top_p`` keeps the smallest head
+  whose probability (at temperature 1) reaches top_p; ``temperature`` then
+  reshapes what is left (p ~ exp(logit / T)): T = 0 always takes the likeliest
+  (greedy), higher T reaches rarer words. This is llama.cpp's sampler order.
+* One uniform draw per slot from a RNG seeded by (prompt, language, seed), so
+  the same inputs give the same text byte for byte, a new seed gives new draws,
+  and a small temperature change moves only a few words.
+* The reply stops after a whole sentence once 40-120 tokens (fixed by the
+  prompt) are out; a prompt with the word "long" or "essay" aims at ~3000.
+
+Tokens are words and punctuation marks (``count_tokens`` uses the same rule), so
+``count_tokens(text) == len(pieces)`` for generated text.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from typing import Generator, Iterator, Protocol, Sequence
+
+from .vocab import SHAPES, STOPWORDS, VOCABULARIES, Vocabulary
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_PROMPT_WORD_RE = re.compile(r"[^\W\d_]{4,20}")
+_LONG_RE = re.compile(r"\b(long|essay)\b", re.IGNORECASE)
+LONG_TARGET = 3000
+PARAGRAPH_SENTENCES = 5
+BONUS = 1.6  # width of the context bonus added to a logit
+FAVOURED = -0.9  # base logit of a noun taken from the prompt
+
+
+class TokenStream(Iterator[str]):
+    """Iterator of text pieces; `finish_reason` is set once it is exhausted."""
+
+    def __init__(self, pieces: Generator[str, None, str]):
+        self._pieces = pieces
+        self.finish_reason: str | None = None
+
+    def __iter__(self) -> "TokenStream":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as end:
+            self.finish_reason = end.value or "stop"
+            raise
+
+    def close(self) -> None:
+        self._pieces.close()
+
+
+class Engine(Protocol):
+    """What the sandbox server needs from a text generator."""
+
+    model: str
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, prompt: str, *, max_tokens: int, temperature: float, top_p: float,
+                 top_k: int | None, language: str | None, seed: int | None) -> TokenStream: ...
+
+
+def count_tokens(text: str) -> int:
+    """Words and punctuation marks."""
+    return len(_TOKEN_RE.findall(text))
+
+
+def messages_to_prompt(messages: object) -> str:
+    """Flatten OpenAI chat `messages` into ``System: …\\nUser: …\\nAssistant:``."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    lines = []
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ValueError("each message must be an object with a 'role' and a 'content'")
+        content = message.get("content") or ""
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise ValueError("a message 'content' must be a string or a list of parts")
+        lines.append(f"{message['role'].capitalize()}: {content}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+def _digest(*parts: object) -> bytes:
+    h = hashlib.blake2b(digest_size=64)
+    for part in parts:
+        h.update(str(part).encode("utf-8", "surrogatepass") + b"\x00")
+    return h.digest()
+
+
+def pick_index(logits: Sequence[float], u: float, *, temperature: float, top_p: float,
+               top_k: int | None) -> int:
+    """Index chosen among `logits` (sorted, likeliest first) by the uniform draw `u`."""
+    keep = len(logits)
+    if top_k:
+        keep = min(keep, top_k)
+    if top_p < 1.0:
+        weights = [math.exp(x - logits[0]) for x in logits]
+        total, cumulative = sum(weights), 0.0
+        for i, w in enumerate(weights[:keep]):
+            cumulative += w / total
+            if cumulative >= top_p - 1e-12:
+                keep = i + 1
+                break
+    if temperature <= 0 or keep == 1:
+        return 0
+    weights = [math.exp((x - logits[0]) / temperature) for x in logits[:keep]]
+    u *= sum(weights)
+    for i, w in enumerate(weights):
+        u -= w
+        if u < 0:
+            return i
+    return keep - 1
+
+
+class _Sampler:
+    """Chooses one phrase per slot; see the module docstring."""
+
+    def __init__(self, key: bytes, seed: int | None, temperature: float, top_p: float,
+                 top_k: int | None):
+        self.key = key
+        self.rng = random.Random(int.from_bytes(_digest(key, "seed", seed)[:16], "big"))
+        self.params = {"temperature": max(0.0, temperature), "top_p": top_p, "top_k": top_k}
+
+    def choose(self, options: Sequence[str], context: tuple, favoured: Sequence[str] = ()) -> str:
+        bonus = _digest(self.key, *context)
+        scored = [(-1.1 * math.log(i + 1) + BONUS * bonus[i] / 256, text)
+                  for i, text in enumerate(options)]
+        scored += [(FAVOURED + BONUS * bonus[len(options) + j] / 256, text)
+                   for j, text in enumerate(favoured)]
+        scored.sort(key=lambda s: -s[0])
+        u = self.rng.random()  # always drawn, so draws stay aligned across parameters
+        return scored[pick_index([s[0] for s in scored], u, **self.params)][1]
+
+
+class SimulatedEngine:
+    """Deterministic, parameter-sensitive fake language model (stdlib only)."""
+
+    def __init__(self, model: str = "sandbox"):
+        self.model = model
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(text)
+
+    def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int | None = None, language: str | None = None,
+                 seed: int | None = None) -> TokenStream:
+        lang = (language or "en").lower()[:2]
+        lang = lang if lang in VOCABULARIES else "en"
+        key = _digest("sandbox", lang, prompt)
+        sampler = _Sampler(key, seed, temperature, top_p, top_k)
+        target = LONG_TARGET if _LONG_RE.search(prompt) else 40 + int.from_bytes(key[:2], "big") % 81
+        text = self._text(VOCABULARIES[lang], _prompt_nouns(prompt, VOCABULARIES[lang]), sampler, target)
+        return TokenStream(_limit(text, max_tokens))
+
+    def _text(self, vocab: Vocabulary, nouns: list[str], sampler: _Sampler, target: int) -> Iterator[str]:
+        yield from ("[", "sandbox", "]")
+        count, index = 3, 0
+        while count < target:
+            words = _sentence(vocab, nouns, sampler, index)
+            lead = "\n\n" if index and index % PARAGRAPH_SENTENCES == 0 else " "
+            for i, word in enumerate(words):
+                yield (lead if i == 0 else "" if word in ",." else " ") + word
+            count += len(words)
+            index += 1
+
+
+def _limit(pieces: Iterator[str], max_tokens: int) -> Generator[str, None, str]:
+    for n, piece in enumerate(pieces):
+        if n >= max_tokens:
+            return "length"
+        yield piece
+    return "stop"
+
+
+def _prompt_nouns(prompt: str, vocab: Vocabulary, limit: int = 4) -> list[str]:
+    seen: dict[str, None] = {}
+    for word in _PROMPT_WORD_RE.findall(prompt):
+        word = word.lower()
+        if len(word) > 4 and word.endswith("s") and word[-2] not in "siu":
+            word = word[:-1]  # crude singular: "notebooks" -> "notebook"
+        if word not in STOPWORDS and word != "sandbox":
+            seen.setdefault(word)
+        if len(seen) == limit:
+            break
+    return [vocab.prompt_noun.format(word=w, Word=w.capitalize()) for w in seen]
+
+
+def _sentence(vocab: Vocabulary, nouns: list[str], sampler: _Sampler, index: int) -> list[str]:
+    """One sentence as a list of tokens, ending with '.'."""
+    shape = sampler.choose(SHAPES, (index, "shape"))
+    slot = {"C": sampler.choose(vocab.openers, (index, "C")),
+            "S": sampler.choose(vocab.subjects, (index, "S"), nouns)}
+    slot["V"] = sampler.choose(vocab.verbs, (index, "V"))
+    slot["O"] = sampler.choose([o for o in vocab.objects if o != slot["S"]], (index, "O"),
+                               [n for n in nouns if n != slot["S"]])
+    slot["E"] = sampler.choose(vocab.endings, (index, "E"))
+    order = shape
+    if "C" in shape:
+        order = shape.replace("SV", "VS") if vocab.verb_second else shape
+        if vocab.opener_comma:
+            slot["C"] += " ,"
+    words = " ".join(slot[s] for s in order).split() + ["."]
+    words[0] = words[0][:1].upper() + words[0][1:]
+    return words

@@ -1,0 +1,101 @@
+"""Fault specs the sandbox injects into generation requests, and their queue.
+
+Specs (per request with header ``X-Sandbox-Fault: <spec>``, or queued with
+``POST /sandbox/faults {"fault": spec, "times": n}`` / `SandboxServer.inject`):
+
+=======================  ====================================================
+``400`` … ``599``        that status with a JSON error body (``429`` adds
+                         ``Retry-After: 1``)
+``429-no-retry-after``   429 without any retry hint
+``429-ms``               429 with only ``retry-after-ms: 200``
+``html``                 502 with an HTML page (``text/html``)
+``cut-before``           200 headers, then the socket closes before any text
+``cut-after:N``          N tokens streamed, then the socket closes (no final
+                         line, no ``[DONE]``); non-streaming: no body
+``stall:S``              first token, then S seconds of silence (non-streaming:
+                         the reply comes S seconds late)
+``stall-before:S``       S seconds before the headers
+``malformed``            a garbage line mid-stream (non-streaming: a truncated
+                         JSON body)
+``filter``               text cut after a few tokens, finish_reason
+                         ``content_filter``
+``error-event``          an ``{"error": …}`` event mid-stream at HTTP 200
+                         (non-streaming: a 500)
+=======================  ====================================================
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event")
+WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
+KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A parsed spec: `kind` is "status" (with `status`) or the spec's name (with `arg`)."""
+
+    spec: str
+    kind: str
+    status: int = 0
+    arg: float = 0.0
+
+
+NO_FAULT = Fault(spec="", kind="")
+
+
+def parse_fault(spec: str) -> Fault:
+    """Parse a fault spec; ValueError (one line, listing the known specs) if unknown."""
+    text = str(spec).strip().lower()
+    name, _, arg = text.partition(":")
+    if text.isdigit() and 400 <= int(text) <= 599:
+        return Fault(spec=text, kind="status", status=int(text))
+    if text in SIMPLE:
+        return Fault(spec=text, kind=text)
+    if name in WITH_ARG and arg:
+        try:
+            value = WITH_ARG[name](arg)
+        except ValueError:
+            value = -1
+        if value >= 0:
+            return Fault(spec=text, kind=name, arg=float(value))
+    raise ValueError(f"unknown fault spec {spec!r} (known: {KNOWN})")
+
+
+class FaultQueue:
+    """Thread-safe FIFO of faults for the next generation requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[list] = deque()  # [Fault, remaining]
+
+    def push(self, spec: str, times: int = 1) -> Fault:
+        fault = parse_fault(spec)
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise ValueError("times must be a positive integer")
+        with self._lock:
+            self._entries.append([fault, times])
+        return fault
+
+    def pop(self) -> Fault | None:
+        with self._lock:
+            if not self._entries:
+                return None
+            entry = self._entries[0]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._entries.popleft()
+            return entry[0]
+
+    def pending(self) -> list[dict]:
+        with self._lock:
+            return [{"fault": f.spec, "times": n} for f, n in self._entries]
+
+    def clear(self) -> int:
+        with self._lock:
+            count = sum(n for _, n in self._entries)
+            self._entries.clear()
+            return count

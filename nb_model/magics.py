@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 
-from .errors import ConfigError, NbModelError
+from .errors import ConfigError, Interrupted, NbModelError
 
 # Subcommands of the line magic: name -> "module:function(magics, args: list[str])".
 SUBCOMMANDS = {
@@ -94,8 +94,13 @@ class NbModel(Magics):
             raise UsageError(str(exc)) from None
         live = LiveOutput(fmt)
         try:
-            for delta in stream:
-                live.write(delta)
+            try:
+                for delta in stream:
+                    live.write(delta)
+            except KeyboardInterrupt:  # landed outside the stream's own read: same outcome
+                stream.close()
+                stream.generation.finish_reason = "interrupted"
+                raise Interrupted("stopped by user; partial text kept", partial=stream.generation) from None
         except NbModelError as exc:
             gen = getattr(exc, "partial", None) or stream.generation
             live.finish(gen)

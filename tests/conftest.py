@@ -15,6 +15,7 @@ def clean_env(monkeypatch, tmp_path):
     """No setting leaks in from the developer's machine; each test runs in its own folder."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NB_MODEL_LOCAL", "off")
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,146 @@
+"""%%generate and %generate through a real IPython InteractiveShell against the sandbox over HTTP."""
+import threading
+import time
+
+import pytest
+
+from conftest import run
+
+
+def test_generate_streams_footer_and_out(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    shell.user_ns["audience"] = "students"
+    res, cap = run(shell, "%%generate --max-tokens 40 -t 0.7 --top-p 0.9 --top-k 20 -o g\n"
+                          "Explain quantum computing for {audience}. Keep {\"json\": true} as is.")
+    assert res.success, cap.stdout
+    g = shell.user_ns["g"]
+    assert g.text.startswith("[sandbox]") and g.text in cap.stdout
+    assert g.params == {"max_tokens": 40, "temperature": 0.7, "top_p": 0.9, "top_k": 20}
+    footer = cap.outputs[-1].data["text/plain"]
+    assert "sandbox" in footer and "tokens" in footer and "first token" in footer and "finish: length" in footer
+    assert "truncated at max_tokens=40" in footer
+    assert cap.outputs[-1].metadata["nb_model"]["params"]["temperature"] == 0.7
+    # interpolation really happened, braces that are not references stayed
+    assert sandbox.stats()["requests"] == 1
+
+
+def test_interpolation_rules(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    shell.user_ns.update(items=["alpha", "beta"], cfg={"k": "v"})
+    from nb_model.template import fill
+    assert fill("{items[1]} {cfg['k']} {{x}} {not a ref} {1}", shell.user_ns) == "beta v {x} {not a ref} {1}"
+    res, cap = run(shell, "%%generate\nTell me about {nothing_here}")
+    assert not res.success
+    assert "unknown variable {nothing_here}" in cap.stderr and "Traceback" not in cap.stdout + cap.stderr
+    assert sandbox.stats()["requests"] == 0
+    res, cap = run(shell, "%%generate --no-interpolate --max-tokens 5\nLiteral {nothing_here}")
+    assert res.success
+
+
+@pytest.mark.parametrize("line, expect", [
+    ("-t 3", "temperature must be between 0 and 2"),
+    ("--top-p 1.5", "top_p must be in (0, 1]"),
+    ("--max-tokens 0", "max_tokens must be an integer from 1 to 2048"),
+    ("--max-tokens 5000", "max_tokens must be an integer from 1 to 2048"),
+    ("--bogus", "unrecognized arguments: --bogus"),
+    ("-p nowhere", "unknown profile 'nowhere'"),
+    ("-f pdf", "invalid choice"),
+])
+def test_bad_input_is_one_line_and_nothing_sent(shell, sandbox, use_endpoint, line, expect):
+    use_endpoint(sandbox)
+    res, cap = run(shell, f"%%generate {line}\nhello")
+    assert not res.success
+    text = cap.stdout + cap.stderr
+    assert expect in text and "Traceback" not in text
+    assert len([ln for ln in text.splitlines() if ln.strip()]) <= 2
+    assert sandbox.stats()["requests"] == 0
+    res, cap = run(shell, "1 + 1")  # the shell stays usable
+    assert res.result == 2
+
+
+def test_empty_prompt(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    res, cap = run(shell, "%%generate\n\n   \n")
+    assert not res.success and "prompt is empty" in cap.stderr
+
+
+def test_formats_render(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    for fmt in ("text", "markdown", "code", "json", "html"):
+        res, cap = run(shell, f"%%generate -f {fmt} --max-tokens 12 -o g\nformat test")
+        assert res.success and shell.user_ns["g"].text
+
+
+def test_no_stream_and_openai_protocol(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox, protocol="openai")
+    res, cap = run(shell, "%%generate --no-stream --max-tokens 20 -s 'Be brief.' -o g\nhello")
+    assert res.success and shell.user_ns["g"].usage.completion_tokens > 0
+    assert shell.user_ns["g"].text in cap.stdout
+
+
+def test_server_error_is_one_line_with_key_advice(shell, keyed_sandbox, use_endpoint, monkeypatch):
+    use_endpoint(keyed_sandbox)
+    monkeypatch.setenv("MODEL_API_KEY", "wrong-key-0123456789")
+    res, cap = run(shell, "%%generate\nhello")
+    text = cap.stdout + cap.stderr
+    assert not res.success and "HTTP 401" in text and "$MODEL_API_KEY" in text
+    assert "wrong-key-0123456789" not in text and "Traceback" not in text
+    assert run(shell, "2 * 3")[0].result == 6
+
+
+def test_interrupt_keeps_partial_text(shell, use_endpoint):
+    import _thread
+    from nb_model.sandbox import SandboxServer
+    with SandboxServer(port=0, qps=0, token_rate=25) as slow:
+        use_endpoint(slow)
+        threading.Timer(0.8, _thread.interrupt_main).start()
+        t = time.perf_counter()
+        res, cap = run(shell, "%%generate --max-tokens 500 -o g\nwrite a long essay")
+        assert time.perf_counter() - t < 2.0
+    g = shell.user_ns["g"]
+    assert not res.success and g.finish_reason == "interrupted" and g.text
+    assert g.text in cap.stdout and "Interrupted" in cap.stdout and "Traceback" not in cap.stdout
+    assert run(shell, "3 + 4")[0].result == 7
+
+
+def test_config_defaults_and_subcommands(shell, sandbox, use_endpoint, monkeypatch):
+    use_endpoint(sandbox)
+    run(shell, "%config NbModel.temperature = 0.0")
+    run(shell, "%config NbModel.max_tokens = 7")
+    try:
+        res, cap = run(shell, "%%generate -o g\nhello")
+        assert shell.user_ns["g"].params == {"max_tokens": 7, "temperature": 0.0}
+        monkeypatch.setenv("MODEL_API_KEY", "secret-value-123456")
+        _, cap = run(shell, "%generate config")
+        assert "set (from $MODEL_API_KEY)" in cap.stdout and "secret-value-123456" not in cap.stdout
+        assert "%config NbModel.temperature" in cap.stdout
+        _, cap = run(shell, "%generate profiles")
+        assert "* env" in cap.stdout and "sandbox" in cap.stdout
+        _, cap = run(shell, "%generate help")
+        assert "%generate config" in cap.stdout
+        res, cap = run(shell, "%generate nonsense")
+        assert not res.success and "unknown subcommand" in cap.stderr
+    finally:
+        run(shell, "%config NbModel.temperature = None")
+        run(shell, "%config NbModel.max_tokens = None")
+
+
+def test_help_lists_options(shell):
+    from IPython.core.magic_arguments import construct_parser
+    doc = shell.find_cell_magic("generate").__doc__
+    for opt in ("--max-tokens", "--temperature", "--top-p", "--top-k", "--language", "--system", "--format",
+                "--out", "--no-stream", "--profile", "--model"):
+        assert opt in doc
+
+
+def test_profiles_file_and_key_refusal(shell, sandbox, tmp_path, monkeypatch):
+    cfg = tmp_path / "nb_model.toml"
+    cfg.write_text(f'default = "mine"\n[profiles.mine]\nendpoint = "{sandbox.url}"\nprotocol = "openai-completions"\n'
+                   'model = "sandbox"\nmax_tokens_cap = 100\n')
+    res, cap = run(shell, "%%generate --max-tokens 101\nhi")
+    assert "from 1 to 100 (profile 'mine')" in cap.stderr
+    res, cap = run(shell, "%%generate --max-tokens 10 -o g\nhi")
+    assert res.success and shell.user_ns["g"].profile == "mine"
+    cfg.write_text('[profiles.bad]\nendpoint = "http://x"\nkey = "abc"\n')
+    res, cap = run(shell, "%%generate -p bad\nhi")
+    assert "holds a key" in cap.stderr and "abc" not in cap.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import socket
 import sys
 import threading
 import time
@@ -15,7 +16,8 @@ from typing import Any, Callable, Iterator
 
 from . import protocols
 from .config import Profile, resolve_profile, validate_params
-from .errors import APIError, ConfigError, ConnectionFailed, Interrupted, ProtocolError, StreamBroken
+from .errors import (APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, ProtocolError,
+                     StreamBroken)
 from .limits import bucket_for
 from .protocols import Chunk, Spec
 from .results import Generation, Usage
@@ -92,6 +94,15 @@ def _session():
     return session
 
 
+def _body_pieces(raw) -> Iterator[bytes]:
+    """Bytes as they arrive: whole HTTP chunks when chunked, else whatever one read returns."""
+    if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
+        yield from raw.read_chunked(decode_content=True)
+        return
+    while data := raw.read1(65536):
+        yield data
+
+
 def _server_message(resp) -> str:
     """The server's own error message, from JSON if it sent JSON, else a short text."""
     try:
@@ -121,6 +132,16 @@ def _advice(status: int, profile: Profile) -> str:
     if status == 404:
         return f"check the endpoint and protocol of profile {profile.name!r}"
     return "fix the request parameters"
+
+
+def _wake_reader(resp) -> None:
+    """Shut the socket down so a read blocked in another thread returns now (close alone does not)."""
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class Stream:
@@ -170,8 +191,13 @@ class Stream:
             raise Interrupted(
                 f"stopped by user after {self.generation.usage.completion_tokens} tokens; partial text kept",
                 partial=self.generation) from None
+        except NbModelError as exc:  # the Generation says what happened too (batch items keep it)
+            self._release()
+            self.generation.error = self.generation.error or str(exc)
+            self._finish(start, "error")
+            raise
         self._finish(start, self.generation.finish_reason or "stop")
-        if cache is not None and self.generation.finish_reason not in ("error", "interrupted"):
+        if cache is not None and self.generation.finish_reason not in ("error", "interrupted", "stopped"):
             cache.store(identity, self.generation)
 
     def text(self) -> str:
@@ -181,8 +207,13 @@ class Stream:
 
     def close(self) -> None:
         self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Close the current HTTP response (a retry opens a new one)."""
         resp, self._response = self._response, None
         if resp is not None:
+            _wake_reader(resp)
             try:
                 resp.close()
             except Exception:  # noqa: BLE001 - closing a dead socket is fine
@@ -212,8 +243,16 @@ class Stream:
                 yield from self._attempt(start)
                 return
             except APIError as exc:
+                self._release()
+                if self._closed:
+                    self.generation.finish_reason = "stopped"
+                    return
                 retryable = (exc.status in RETRY_STATUS or exc.status is None) and not self.generation.text
-                if not retryable or attempt >= self.max_retries or isinstance(exc, StreamBroken):
+                if not retryable or isinstance(exc, StreamBroken):
+                    raise
+                if attempt >= self.max_retries:
+                    if attempt:
+                        exc.args = (f"{exc} ({attempt + 1} attempts)",)
                     raise
                 delay = backoff_delay(attempt, getattr(exc, "headers", None))
                 if delay > MAX_HINT_S:
@@ -241,6 +280,9 @@ class Stream:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         client.limiter.acquire()
+        if self._closed:  # closed while waiting for the limiter: send nothing
+            self.generation.finish_reason = "stopped"
+            return
         try:
             resp = client.session.post(url, json=body, headers=headers, stream=True,
                                        timeout=(profile.connect_timeout, profile.read_timeout))
@@ -301,15 +343,15 @@ class Stream:
     def _read_stream(self, resp, adapter, start: float) -> Iterator[str]:
         decoder = adapter.stream_decoder()
         complete = False
-        raw = resp.raw
+        pieces = _body_pieces(resp.raw)
         try:
             while not self._closed:
                 try:
-                    data = raw.read1(65536)
+                    data = next(pieces, b"")
                 except Exception as exc:  # noqa: BLE001 - transport failure mid-stream
                     if self._closed:
                         break  # closed by the user (Stop): not a failure
-                    self._broken(self.client.describe_failure(exc, resp.url))
+                    self._broken(self.client.describe_failure(exc, resp.url, advice=not self.generation.text))
                 chunks = decoder.feed(data) if data else decoder.close()
                 for chunk in chunks:
                     text = self._apply(chunk, start)
@@ -324,8 +366,9 @@ class Stream:
             self._broken(str(exc))
         if self._closed:
             self.generation.finish_reason = "stopped"
+            self._release()
             return
-        self.close()
+        self._release()
         if not complete:
             self._broken("the stream ended before the server said it was done")
 
@@ -373,16 +416,19 @@ class Client:
         key = self.profile.api_key()
         return text.replace(key, "***") if key and text else text
 
-    def describe_failure(self, exc: Exception, url: str) -> str:
+    def describe_failure(self, exc: Exception, url: str, advice: bool = True) -> str:
         name = type(exc).__name__
-        text = str(exc)
-        if "timed out" in text.lower() or "timeout" in name.lower():
+        text = str(exc).lower()
+        if "timed out" in text or "timeout" in name.lower():
             what = f"no data for {self.profile.read_timeout:g} s (read timeout)"
-        elif "refused" in text.lower():
+        elif "refused" in text:
             what = "connection refused"
+        elif "prematurely" in text or "incomplete" in text or "broken" in text:
+            what = "the server closed the connection mid-reply"
         else:
             what = f"connection failed ({name})"
-        return self.redact(f"{what} talking to {url} — check that the server is running, then re-run")
+        tail = " — check that the server is running, then re-run" if advice else ""
+        return self.redact(f"{what} talking to {url}{tail}")
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
              **params) -> Spec:

@@ -1,4 +1,8 @@
-"""``nb-model`` command line: ``nb-model serve`` runs the sandbox API until Ctrl-C."""
+"""``nb-model`` command line.
+
+``nb-model serve`` runs the sandbox API until Ctrl-C; ``nb-model demo NOTEBOOK``
+executes a notebook headless on the embedded default and prints what each cell showed.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,17 +10,9 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
-
-def _sandbox_engine(args: argparse.Namespace):
-    from nb_model.sandbox import SimulatedEngine
-
-    return SimulatedEngine()
-
-
-# Engine name -> factory(args). A real-model engine (e.g. "llama") registers here.
-ENGINES: dict[str, Callable[[argparse.Namespace], object]] = {"sandbox": _sandbox_engine}
+from nb_model.sandbox import ENGINES  # the engine registry (names); engines load on use
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", default="sandbox",
                        help=f"text engine: {', '.join(ENGINES)} (default: sandbox)")
     serve.add_argument("--verbose", action="store_true", help="log each request (never headers)")
+    demo = commands.add_parser(
+        "demo", help="run a notebook headless and print its outputs",
+        description="Execute a copy of NOTEBOOK in a fresh kernel (the notebook file is not changed) "
+                    "and print each cell's text output as it finishes.")
+    demo.add_argument("notebook", help="path of the .ipynb to run")
+    demo.add_argument("--timeout", type=int, default=300, help="seconds per cell (default: 300)")
     return parser
 
 
@@ -48,19 +50,25 @@ def _fail(message: str) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the sandbox server in the foreground; returns the exit code."""
-    from nb_model.sandbox import SandboxServer
+    from nb_model.sandbox import SandboxServer, make_engine
 
-    factory = ENGINES.get(args.engine)
-    if factory is None:
+    if args.engine not in ENGINES:
         return _fail(f"unknown engine {args.engine!r} (known: {', '.join(ENGINES)})")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             return _fail(f"environment variable {args.api_key_env} is not set (it should hold the API key)")
+    engine = make_engine(args.engine)
+    if hasattr(engine, "load"):  # a real model: wait until it is ready to serve
+        print(f"loading the model {engine.model} ...", flush=True)
+        try:
+            engine.load(wait=True)
+        except RuntimeError as exc:
+            return _fail(str(exc))
     try:
         server = SandboxServer(host=args.host, port=args.port, api_key=api_key, qps=args.qps,
-                               token_rate=args.token_rate, engine=factory(args),
+                               token_rate=args.token_rate, engine=engine,
                                quiet=not args.verbose).start()
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
@@ -76,11 +84,56 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if output.get("output_type") == "error":
+        return f"{output.get('ename')}: {output.get('evalue')}\n"
+    data = output.get("data", {})
+    for mime in ("text/plain", "text/markdown"):
+        if mime in data:
+            text = data[mime]
+            return (text if isinstance(text, str) else "".join(text)) + "\n"
+    return ""
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Execute a notebook copy with nbclient, printing each code cell and its outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    try:
+        nb = nbformat.read(args.notebook, as_version=4)
+    except OSError as exc:
+        return _fail(f"cannot read {args.notebook}: {exc.strerror or exc}")
+
+    def show(cell, cell_index, execute_reply=None, **_):
+        if cell.cell_type != "code":
+            return
+        print(f"\n[{cell_index}] " + cell.source.splitlines()[0] if cell.source else "", flush=True)
+        for output in cell.outputs:
+            sys.stdout.write(_output_text(output))
+        sys.stdout.flush()
+
+    client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.dirname(os.path.abspath(args.notebook))}},
+                            on_cell_executed=show)
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        return _fail(f"a cell failed: {str(exc).splitlines()[-1] if str(exc) else exc}")
+    print(f"\n{args.notebook}: all cells ran", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "demo":
+        return demo(args)
     parser.print_help()
     return 0
 

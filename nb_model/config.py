@@ -175,9 +175,18 @@ def default_profile_name(profiles: dict[str, Profile], file_default: str | None)
     return "sandbox"
 
 
+_session_profile: str | None = None
+
+
+def set_session_profile(name: str | None) -> None:
+    """The default profile of this kernel (`%config NbModel.profile = ...`), for every front end."""
+    global _session_profile
+    _session_profile = name or None
+
+
 def resolve_profile(name: str | None = None, **overrides) -> Profile:
     profiles, file_default = load_profiles()
-    name = name or default_profile_name(profiles, file_default)
+    name = name or _session_profile or default_profile_name(profiles, file_default)
     if name not in profiles:
         raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
                           f"(define more in {profiles_path() or 'nb_model.toml'})")

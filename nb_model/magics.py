@@ -9,7 +9,7 @@ import importlib
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, observe
 
 from .errors import ConfigError, Interrupted, NbModelError
 
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "config": "nb_model.magics:cmd_config",
     "profiles": "nb_model.magics:cmd_profiles",
     "help": "nb_model.magics:cmd_help",
+    "panel": "nb_model.panel:cmd_panel",
 }
 
 
@@ -37,6 +38,11 @@ class NbModel(Magics):
                              help="Default output format.").tag(config=True)
     stream = Bool(True, help="Stream text as it arrives.").tag(config=True)
 
+    @observe("profile")
+    def _profile_changed(self, change) -> None:
+        from .config import set_session_profile
+        set_session_profile(change.new)
+
     @magic_arguments()
     @argument("-p", "--profile", help="profile name (see %%generate profiles)")
     @argument("-m", "--model", help="model name, overrides the profile's")
@@ -51,6 +57,9 @@ class NbModel(Magics):
     @argument("-o", "--out", metavar="VAR", help="store the Generation in this variable")
     @argument("--no-stream", action="store_true", dest="no_stream", help="wait for the whole answer")
     @argument("--no-interpolate", action="store_true", dest="no_interpolate", help="send {braces} as written")
+    @argument("--compare", metavar="SPEC",
+              help='run variants side by side, e.g. "temperature=0.2,0.8; top_p=0.5,1" (also top_k, '
+                   'max_tokens, seed, language, model, profile); --out stores the list of Generations')
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -67,6 +76,9 @@ class NbModel(Magics):
         if args.subcommand:
             raise UsageError(f"unexpected words {' '.join(args.subcommand)!r} after %%generate: "
                              "options start with - (see %%generate?)")
+        if args.compare:
+            from .compare import run_magic
+            return run_magic(self, args, cell)
         return self.run_cell(args, cell)
 
     # -- the cell -------------------------------------------------------

@@ -19,8 +19,9 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NB_MODEL_LOCAL", "off")
     monkeypatch.chdir(tmp_path)
-    from nb_model import client
+    from nb_model import client, config
     client._clients.clear()
+    config.set_session_profile(None)
     yield
 
 

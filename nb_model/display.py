@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 import time
 
@@ -35,6 +36,20 @@ def _publish(bundle: dict, metadata: dict | None = None, display_id=None, update
     return display(bundle, raw=True, metadata=metadata or {}, display_id=display_id, update=update)
 
 
+_FENCE = re.compile(r"```([\w+-]*)\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def _json_in(text: str):
+    """The JSON value in a reply: the whole text, else its outermost {...} or [...] span."""
+    for start, end in ((0, len(text)), (text.find("{"), text.rfind("}") + 1), (text.find("["), text.rfind("]") + 1)):
+        if 0 <= start < end:
+            try:
+                return json.loads(text[start:end])
+            except ValueError:
+                continue
+    return None
+
+
 def render_bundle(text: str, fmt: str) -> dict:
     """The final MIME bundle of a generation's text in a format."""
     if fmt == "markdown":
@@ -42,15 +57,13 @@ def render_bundle(text: str, fmt: str) -> dict:
     if fmt == "html":
         return {"text/html": text}
     if fmt == "code":
-        body = text.strip()
-        if body.startswith("```"):
-            body = body.split("\n", 1)[1] if "\n" in body else ""
-            body = body.rsplit("```", 1)[0]
-        return {"text/markdown": f"```\n{body.rstrip()}\n```"}
+        fence = _FENCE.search(text)
+        body = fence.group(2) if fence else text.strip()
+        lang = fence.group(1) if fence else ""
+        return {"text/markdown": f"```{lang}\n{body.rstrip()}\n```"}
     if fmt == "json":
-        try:
-            obj = json.loads(text)
-        except ValueError:
+        obj = _json_in(text)
+        if obj is None:
             return {"text/plain": text}
         return {"application/json": obj, "text/plain": json.dumps(obj, indent=2, ensure_ascii=False)}
     return {"text/plain": text}

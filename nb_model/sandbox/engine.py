@@ -31,6 +31,9 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
   and a small temperature change moves only a few words.
 * The reply stops after a whole sentence once 40-120 tokens (fixed by the
   prompt) are out; a prompt with the word "long" or "essay" aims at ~3000.
+* A prompt asking for a format ("as JSON", "in Markdown", "in Python",
+  "as HTML") gets the same kind of sentences wrapped in that format, so the
+  output formats of the magic can be shown.
 
 Tokens are words and punctuation marks (``count_tokens`` uses the same rule), so
 ``count_tokens(text) == len(pieces)`` for generated text.
@@ -48,6 +51,8 @@ from .vocab import SHAPES, STOPWORDS, VOCABULARIES, Vocabulary
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PROMPT_WORD_RE = re.compile(r"[^\W\d_]{4,20}")
 _LONG_RE = re.compile(r"\b(long|essay)\b", re.IGNORECASE)
+_FORMAT_RE = re.compile(r"\b(?:as|in)\s+(json|markdown|python|html)\b", re.IGNORECASE)
+_PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
 LONG_TARGET = 3000
 PARAGRAPH_SENTENCES = 5
 BONUS = 1.6  # width of the context bonus added to a logit
@@ -178,7 +183,12 @@ class SimulatedEngine:
         key = _digest("sandbox", lang, prompt)
         sampler = _Sampler(key, seed, temperature, top_p, top_k)
         target = LONG_TARGET if _LONG_RE.search(prompt) else 40 + int.from_bytes(key[:2], "big") % 81
-        text = self._text(VOCABULARIES[lang], _prompt_nouns(prompt, VOCABULARIES[lang]), sampler, target)
+        vocab, nouns = VOCABULARIES[lang], _prompt_nouns(prompt, VOCABULARIES[lang])
+        shape = _FORMAT_RE.search(prompt)
+        if shape:
+            text = _formatted(shape.group(1).lower(), vocab, nouns, sampler)
+        else:
+            text = self._text(vocab, nouns, sampler, target)
         return TokenStream(_limit(text, max_tokens))
 
     def _text(self, vocab: Vocabulary, nouns: list[str], sampler: _Sampler, target: int) -> Iterator[str]:
@@ -191,6 +201,23 @@ class SimulatedEngine:
                 yield (lead if i == 0 else "" if word in ",." else " ") + word
             count += len(words)
             index += 1
+
+
+def _formatted(fmt: str, vocab: Vocabulary, nouns: list[str], sampler: _Sampler) -> Iterator[str]:
+    """Four sentences wrapped in the asked format, cut into word/punctuation pieces."""
+    s = [" ".join(_sentence(vocab, nouns, sampler, i)).replace(" .", ".").replace(" ,", ",") for i in range(4)]
+    if fmt == "json":
+        import json
+        text = json.dumps({"model": "sandbox", "summary": s[0], "points": s[1:]}, ensure_ascii=False, indent=1)
+    elif fmt == "markdown":
+        text = f"## {s[0]}\n\n" + "".join(f"- {x}\n" for x in s[1:3]) + f"\n**In short:** {s[3]}"
+    elif fmt == "python":
+        text = (f'```python\ndef answer(question: str) -> str:\n    """{s[0]}"""\n'
+                f'    notes = [\n        "{s[1]}",\n        "{s[2]}",\n    ]\n    return " ".join(notes)\n```')
+    else:
+        text = f"<p><b>{s[0]}</b></p>\n<ul>" + "".join(f"<li>{x}</li>" for x in s[1:3]) + f"</ul>\n<p>{s[3]}</p>"
+    yield from ("[", "sandbox", "]", "\n")
+    yield from _PIECE_RE.findall(text)
 
 
 def _limit(pieces: Iterator[str], max_tokens: int) -> Generator[str, None, str]:

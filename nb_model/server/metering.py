@@ -1,0 +1,58 @@
+"""Count the tokens of a reply as it passes through the relay, with the protocols' own decoders."""
+from __future__ import annotations
+
+import json
+
+from .. import protocols
+from ..client import estimate_tokens
+from ..errors import ProtocolError
+
+WHOLE_LIMIT = 4 << 20  # bytes of a non-streamed reply kept for counting
+
+
+class UsageMeter:
+    """Feed reply bytes; `tokens()` is the server-reported usage, else an estimate."""
+
+    def __init__(self, protocol: str, request_body: bytes):
+        self._adapter = protocols.adapter(protocol)
+        self._request = request_body
+        self._decoder = None
+        self._whole = bytearray()
+        self._text: list[str] = []
+        self._usage: dict | None = None
+        self._broken = False
+
+    def start(self, content_type: str) -> None:
+        """Streams (SSE, JSON lines) are decoded piece by piece; JSON replies at the end."""
+        ctype = content_type.split(";")[0].strip().lower()
+        if ctype != "application/json":
+            self._decoder = self._adapter.stream_decoder()
+
+    def feed(self, data: bytes) -> None:
+        if self._broken:
+            return
+        if self._decoder is None:
+            if len(self._whole) < WHOLE_LIMIT:
+                self._whole += data
+            return
+        self._take(lambda: self._decoder.feed(data))
+
+    def _take(self, parse) -> None:
+        try:
+            for chunk in parse():
+                self._text.append(chunk.text)
+                if chunk.usage:
+                    self._usage = chunk.usage
+        except (ProtocolError, ValueError):
+            self._broken = True  # count what was understood; never fail the reply over metering
+
+    def tokens(self) -> int:
+        """Prompt + completion tokens of the reply (estimated where the server did not say)."""
+        if self._decoder is not None:
+            self._take(self._decoder.close)
+        elif self._whole:
+            self._take(lambda: [self._adapter.parse_reply(json.loads(bytes(self._whole)))])
+        usage = self._usage or {}
+        prompt = int(usage.get("prompt_tokens") or 0) or estimate_tokens(self._request.decode("utf-8", "replace"))
+        completion = int(usage.get("completion_tokens") or 0) or estimate_tokens("".join(self._text))
+        return prompt + completion

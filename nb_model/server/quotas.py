@@ -1,0 +1,158 @@
+"""Per-user limits of the relay: requests per second and tokens per UTC day.
+
+Counts live in SQLite (one file, survives restarts) or Redis (shared by
+several servers). The request rate uses GCRA — one "theoretical arrival time"
+per user, stored as wall-clock seconds — so it also survives restarts.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+KEY_PREFIX = "nb_model:relay:"
+
+
+class QuotaExceeded(Exception):
+    """Over a limit: `retry_after` seconds until the next request may pass."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+
+
+def seconds_to_midnight(now: float) -> float:
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - moment).total_seconds()
+
+
+class SQLiteCounters:
+    """Counters in one SQLite file; safe for several threads and processes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.executescript(
+                "CREATE TABLE IF NOT EXISTS rate (user TEXT PRIMARY KEY, tat REAL NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS usage (user TEXT NOT NULL, day TEXT NOT NULL, "
+                "tokens INTEGER NOT NULL, PRIMARY KEY (user, day));")
+
+    def take(self, user: str, interval: float, slack: float, now: float) -> float:
+        """GCRA: 0 if a request may pass now (and count it), else the seconds to wait."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT tat FROM rate WHERE user = ?", (user,)).fetchone()
+                tat = max(row[0] if row else now, now)
+                if tat - now > slack:
+                    return tat - now - slack
+                self._db.execute("INSERT OR REPLACE INTO rate (user, tat) VALUES (?, ?)", (user, tat + interval))
+                return 0.0
+            finally:
+                self._db.execute("COMMIT")
+
+    def used(self, user: str, day: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT tokens FROM usage WHERE user = ? AND day = ?", (user, day)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add(self, user: str, day: str, tokens: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO usage (user, day, tokens) VALUES (?, ?, ?) "
+                             "ON CONFLICT (user, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                             (user, day, tokens))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_GCRA = """
+local now, interval, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+if tat - now > slack then return tostring(tat - now - slack) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return '0'
+"""
+
+
+class RedisCounters:
+    """The same counters in Redis, under ``nb_model:relay:`` keys (atomic via a Lua script)."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._gcra = self._redis.register_script(_GCRA)
+
+    def take(self, user: str, interval: float, slack: float, now: float) -> float:
+        return float(self._gcra(keys=[f"{KEY_PREFIX}rate:{user}"], args=[repr(now), repr(interval), repr(slack)]))
+
+    def used(self, user: str, day: str) -> int:
+        return int(self._redis.get(f"{KEY_PREFIX}tokens:{user}:{day}") or 0)
+
+    def add(self, user: str, day: str, tokens: int) -> None:
+        key = f"{KEY_PREFIX}tokens:{user}:{day}"
+        pipe = self._redis.pipeline()
+        pipe.incrby(key, tokens)
+        pipe.expire(key, 2 * 86400)
+        pipe.execute()
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class Quotas:
+    """The relay's policy over a counter store: `admit()` before a request, `record()` after."""
+
+    def __init__(self, store, qps: float, tokens_per_day: int):
+        self.store, self.qps, self.tokens_per_day = store, qps, tokens_per_day
+
+    def admit(self, user: str, now: float | None = None) -> None:
+        """Raise `QuotaExceeded` if `user` is over a limit; else count the request."""
+        now = time.time() if now is None else now
+        if self.tokens_per_day > 0:
+            used = self.store.used(user, utc_day(now))
+            if used >= self.tokens_per_day:
+                wait = seconds_to_midnight(now)
+                raise QuotaExceeded(
+                    f"daily token limit reached: user {user!r} used {used} of {self.tokens_per_day} tokens "
+                    f"today (UTC); it resets in {wait / 3600:.1f} h", wait)
+        if self.qps > 0:
+            interval = 1.0 / self.qps
+            burst = max(1.0, self.qps)
+            wait = self.store.take(user, interval, (burst - 1) * interval, now)
+            if wait > 0:
+                raise QuotaExceeded(
+                    f"rate limit: user {user!r} may send {self.qps:g} requests per second; "
+                    f"retry in {max(wait, 0.001):.2f} s", wait)
+
+    def record(self, user: str, tokens: int, now: float | None = None) -> None:
+        if tokens > 0:
+            self.store.add(user, utc_day(time.time() if now is None else now), tokens)
+
+    def used_today(self, user: str, now: float | None = None) -> int:
+        return self.store.used(user, utc_day(time.time() if now is None else now))
+
+
+def open_store(quota_db: str, redis_url: str = ""):
+    """Redis counters when a URL is given, else the SQLite file."""
+    return RedisCounters(redis_url) if redis_url else SQLiteCounters(quota_db)
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """Retry-After (whole seconds, at least 1) and retry-after-ms (precise)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds))), "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}

@@ -1,0 +1,76 @@
+"""The relay's per-user counters on real SQLite files and a real redis-server (no server needed)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from nb_model.server.quotas import Quotas, QuotaExceeded, RedisCounters, SQLiteCounters, seconds_to_midnight
+
+NOON = datetime(2030, 5, 17, 12, 0, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def open_store(request, tmp_path):
+    """open_store() -> a counter store; each call opens the same data again (like a restart)."""
+    opened = []
+
+    def open_():
+        if request.param == "sqlite":
+            store = SQLiteCounters(str(tmp_path / "quotas.sqlite"))
+        else:
+            store = RedisCounters(request.getfixturevalue("redis_server"))
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def user():
+    return "user-" + uuid.uuid4().hex[:8]  # the Redis server is shared by the session
+
+
+def test_rate_allows_a_burst_then_says_how_long_to_wait(open_store, user):
+    quotas = Quotas(open_store(), qps=2, tokens_per_day=0)
+    quotas.admit(user, now=NOON)
+    quotas.admit(user, now=NOON)  # burst of 2
+    with pytest.raises(QuotaExceeded) as info:
+        quotas.admit(user, now=NOON)
+    assert info.value.retry_after == pytest.approx(0.5)
+    assert "2 requests per second" in str(info.value)
+    quotas.admit(user, now=NOON + 0.5)  # one slot freed at the steady rate
+    with pytest.raises(QuotaExceeded):
+        quotas.admit(user, now=NOON + 0.6)
+
+
+def test_rate_is_per_user_and_survives_reopening(open_store, user):
+    Quotas(open_store(), qps=1, tokens_per_day=0).admit(user, now=NOON)
+    reopened = Quotas(open_store(), qps=1, tokens_per_day=0)
+    with pytest.raises(QuotaExceeded):
+        reopened.admit(user, now=NOON + 0.2)
+    reopened.admit(user + "-other", now=NOON + 0.2)
+
+
+def test_daily_tokens_persist_and_reset_at_utc_midnight(open_store, user):
+    quotas = Quotas(open_store(), qps=0, tokens_per_day=100)
+    quotas.admit(user, now=NOON)
+    quotas.record(user, 70, now=NOON)
+    quotas.admit(user, now=NOON + 1)  # 70 < 100: still allowed (the limit stops the next request)
+    quotas.record(user, 40, now=NOON + 1)
+    reopened = Quotas(open_store(), qps=0, tokens_per_day=100)
+    assert reopened.used_today(user, now=NOON + 2) == 110
+    with pytest.raises(QuotaExceeded) as info:
+        reopened.admit(user, now=NOON + 2)
+    assert info.value.retry_after == pytest.approx(12 * 3600 - 2)
+    assert "used 110 of 100 tokens" in str(info.value)
+    reopened.admit(user + "-other", now=NOON + 2)
+    reopened.admit(user, now=NOON + 12 * 3600)  # the next UTC day
+
+
+def test_seconds_to_midnight():
+    assert seconds_to_midnight(NOON) == 12 * 3600
+    assert seconds_to_midnight(NOON + 12 * 3600 - 1) == 1

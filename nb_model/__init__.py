@@ -32,6 +32,18 @@ def generate(prompt: str, *, profile: str | None = None, model: str | None = Non
     return _client(profile, model).generate(prompt, **params)
 
 
+def add_profile(name: str, **settings):
+    """Define a profile for this session: `add_profile("mine", endpoint=..., protocol="openai", key_env=...)`."""
+    from .config import add_profile as add
+    return add(name, **settings)
+
+
+def sandbox():
+    """The embedded sandbox server of this kernel (started if needed): `.inject(fault)`, `.stats()`."""
+    from .client import embedded_sandbox
+    return embedded_sandbox()
+
+
 def __getattr__(name: str):
     """Lazy access to the heavier parts of the public API."""
     lazy = {

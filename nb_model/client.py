@@ -25,9 +25,11 @@ from .results import Generation, Usage
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
 EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
+INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
+EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox serving that engine
 
 _notice_handler: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
-_embedded = None
+_embedded: dict[str, Any] = {}  # engine name -> its in-kernel sandbox server
 _embedded_lock = threading.Lock()
 
 
@@ -45,15 +47,26 @@ def notice(msg: str) -> None:
     _notice_handler(msg)
 
 
-def embedded_sandbox():
-    """The in-process sandbox server, started once on a random loopback port."""
-    global _embedded
+def embedded_sandbox(engine: str = "sandbox"):
+    """The in-process sandbox server for `engine` (see nb_model.sandbox.ENGINES), started once per
+    engine on a random loopback port; "llama" is the local model, which loads in the background."""
     with _embedded_lock:
-        if _embedded is None:
-            from .sandbox import start_sandbox
-            _embedded = start_sandbox(token_rate=200.0)
-            notice(f"nb_model: no endpoint configured, using the embedded sandbox (simulated model) at {_embedded.url}")
-        return _embedded
+        server = _embedded.get(engine)
+        if server is None:
+            from .sandbox import ENGINES, make_engine, start_sandbox
+            if engine not in ENGINES:
+                raise ConfigError(f"unknown embedded engine {engine!r}: use endpoint "
+                                  + " or ".join(EMBEDDED_PREFIX + name for name in ENGINES))
+            if engine == "sandbox":
+                server = start_sandbox(token_rate=200.0)
+                notice(f"nb_model: no endpoint configured, using the embedded sandbox (simulated model) at {server.url}")
+            else:
+                model = make_engine(engine)
+                server = start_sandbox(engine=model)
+                notice(f"nb_model: using the local model {model.description} at {server.url}; "
+                       "loading the model (first answer after a few seconds)")
+            _embedded[engine] = server
+        return server
 
 
 def estimate_tokens(text: str) -> int:
@@ -179,6 +192,7 @@ class Stream:
             if hit is not None:
                 hit.cached = True
                 self.generation = hit
+                self._record(identity)
                 if hit.text:
                     yield hit.text
                 return
@@ -188,6 +202,7 @@ class Stream:
         except KeyboardInterrupt:
             self.close()
             self._finish(start, "interrupted")
+            self._record(identity)
             raise Interrupted(
                 f"stopped by user after {self.generation.usage.completion_tokens} tokens; partial text kept",
                 partial=self.generation) from None
@@ -195,10 +210,19 @@ class Stream:
             self._release()
             self.generation.error = self.generation.error or str(exc)
             self._finish(start, "error")
+            self._record(identity)
             raise
         self._finish(start, self.generation.finish_reason or "stop")
-        if cache is not None and self.generation.finish_reason not in ("error", "interrupted", "stopped"):
+        if cache is not None and self.generation.finish_reason not in INCOMPLETE:
             cache.store(identity, self.generation)
+        self._record(identity)
+
+    def _record(self, identity: dict) -> None:
+        """History hook: every finished generation (hits, errors and partials too) goes to the store's history,
+        whatever the cache mode."""
+        record = getattr(self.client.cache, "record", None)
+        if record is not None:
+            record(identity, self.generation)
 
     def text(self) -> str:
         for _ in self:
@@ -393,6 +417,8 @@ class Client:
         self.cache = cache
         self.limiter = bucket_for(self.profile.name, self.profile.qps)
         self._session = None
+        if not self.profile.endpoint or self.profile.endpoint.startswith(EMBEDDED_PREFIX):
+            self.endpoint()  # start (and announce) the embedded server now, even if the cache answers
 
     @property
     def session(self):
@@ -401,7 +427,10 @@ class Client:
         return self._session
 
     def endpoint(self) -> str:
-        return self.profile.endpoint or embedded_sandbox().url
+        endpoint = self.profile.endpoint
+        if endpoint and not endpoint.startswith(EMBEDDED_PREFIX):
+            return endpoint
+        return embedded_sandbox(endpoint[len(EMBEDDED_PREFIX):] if endpoint else "sandbox").url
 
     def identity(self, spec: Spec) -> dict[str, Any]:
         """Everything that changes the answer (never the key), for the cache key."""
@@ -437,6 +466,11 @@ class Client:
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
         needed = estimate_tokens(spec.transcript())
+        if needed > self.profile.context_window and spec.messages:
+            raise ConfigError(
+                f"the chat ({len(spec.messages)} earlier messages and this prompt) needs about {needed} tokens, "
+                f"over the {self.profile.context_window}-token context window of {self.profile.name!r}: "
+                f"reset the chat (%generate chat reset NAME) or continue in a new one (--chat OTHER)")
         if needed > self.profile.context_window:
             raise ConfigError(
                 f"the prompt needs about {needed} tokens, over the {self.profile.context_window}-token context "
@@ -468,9 +502,11 @@ def client_for(profile: str | Profile | None = None, **overrides) -> Client:
     key = repr(prof)
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = Client(prof, cache=_default_cache())
+            _clients[key] = Client(prof, cache=_default_cache(prof))
         return _clients[key]
 
 
-def _default_cache():
-    return None
+def _default_cache(profile: Profile):
+    """The notebook's cache and history store (SQLite beside the notebook, or Redis): see nb_model.cache."""
+    from .cache import default_store
+    return default_store(profile)

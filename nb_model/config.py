@@ -7,6 +7,7 @@ holding its key; the key itself is read at request time and never stored.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ from .protocols import PROTOCOLS
 KEY_ENVS = ("NB_MODEL_API_KEY", "MODEL_API_KEY")
 PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
 SEED_PRICE_PER_1M = 12.0
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for outputs)."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Profile:
     read_timeout: float = 60.0
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    cache_url: str | None = None  # redis://… to share the cache (else the per-notebook SQLite file)
 
     def key_envs(self) -> tuple[str, ...]:
         return (self.key_env,) if self.key_env else KEY_ENVS
@@ -59,6 +66,8 @@ class Profile:
         info = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
         info["endpoint"] = self.endpoint or "embedded sandbox (started on first use)"
         info["key"] = self.key_status()
+        if self.cache_url:
+            info["cache_url"] = redact_url(self.cache_url)
         return info
 
 
@@ -119,8 +128,18 @@ def _env_profile() -> Profile | None:
     })
 
 
+_session_profiles: dict[str, Profile] = {}
+
+
+def add_profile(name: str, **settings) -> Profile:
+    """Define a profile for this session only (same settings as a [profiles.NAME] table)."""
+    profile = profile_from_dict(name, settings)
+    _session_profiles[name] = profile
+    return profile
+
+
 def load_profiles() -> tuple[dict[str, Profile], str | None]:
-    """All profiles (built-in, env, relay, file) and the file's `default`, if any."""
+    """All profiles (built-in, env, relay, file, added this session) and the file's `default`, if any."""
     profiles = dict(BUILTIN)
     extra = _extra_profiles()
     profiles.update(extra)
@@ -136,6 +155,7 @@ def load_profiles() -> tuple[dict[str, Profile], str | None]:
             if not isinstance(body, dict):
                 raise ConfigError(f"{path}: [profiles.{name}] must be a table")
             profiles[name] = profile_from_dict(name, body)
+    profiles.update(_session_profiles)
     return profiles, default
 
 

@@ -1,8 +1,44 @@
-"""Client-side rate limiting: a token bucket per profile, shared by all threads."""
+"""Client-side rate limiting: a token bucket per profile, shared by all threads.
+
+With `NB_MODEL_LIMIT_URL` (or the shared cache's `NB_MODEL_CACHE_URL`) set to
+`redis://...`, the bucket lives in Redis instead, so every kernel and machine
+using that server stays under the profile's rate together. Buckets are keyed by
+the cache namespace and the profile name. `NB_MODEL_LIMIT_URL=local` keeps the
+limit per process. An unreachable Redis means one warning and the in-process
+bucket.
+"""
 from __future__ import annotations
 
+import os
 import threading
 import time
+
+# GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it.
+# KEYS[1] = schedule key; ARGV = interval between requests (s), burst (requests).
+_RESERVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+local wait = tat - burst * interval - now
+if wait < 0 then wait = 0 end
+return string.format('%.6f', wait)
+"""
+
+
+RETRY_AFTER_S = 30.0  # after a Redis failure, use the process's bucket this long before trying again
+_warned: set[str] = set()  # one warning per Redis URL and process
+
+
+def _wait(seconds: float) -> None:
+    """Sleep in short steps so a KeyboardInterrupt stops a waiting caller promptly."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
 
 
 class TokenBucket:
@@ -33,20 +69,79 @@ class TokenBucket:
         if self.rate <= 0:
             return 0.0
         wait = self._reserve()
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
+        _wait(wait)
         return wait
 
 
-_buckets: dict[tuple[str, float], TokenBucket] = {}
+class RedisBucket:
+    """The same contract as `TokenBucket`, the schedule kept in Redis (one Lua call per request).
+
+    redis-py is imported on first use; if it is missing or the server cannot be
+    reached, one warning is shown and `fallback` (the process's bucket) takes over.
+    """
+
+    def __init__(self, url: str, key: str, fallback: TokenBucket) -> None:
+        self.url, self.key, self.fallback = url, key, fallback
+        self.rate, self.burst = fallback.rate, fallback.burst
+        self._script = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def _reserve(self) -> float:
+        with self._lock:
+            if self._script is None:
+                import redis
+                conn = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0)
+                self._script = conn.register_script(_RESERVE_LUA)
+        return float(self._script(keys=[self.key], args=[1.0 / self.rate, self.burst]))
+
+    def acquire(self) -> float:
+        if self.rate <= 0:
+            return 0.0
+        if time.monotonic() >= self._down_until:
+            try:
+                wait = self._reserve()
+            except Exception as exc:  # noqa: BLE001 - ImportError, connection or server errors alike
+                self._fall_back(exc)
+            else:
+                _wait(wait)
+                return wait
+        return self.fallback.acquire()
+
+    def _fall_back(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + (RETRY_AFTER_S if not isinstance(exc, ImportError) else float("inf"))
+        if self.url in _warned:
+            return
+        _warned.add(self.url)
+        from .cache.redis_store import redact_url
+        from .client import notice
+        reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
+            else type(exc).__name__
+        notice(f"nb_model: the shared rate limit at {redact_url(self.url)} is unavailable ({reason}); "
+               f"limiting this process alone to {self.rate:g} requests/s")
+
+
+def shared_limit_url() -> str | None:
+    """The Redis URL of the shared limiter, or None for the in-process one."""
+    url = os.environ.get("NB_MODEL_LIMIT_URL") or os.environ.get("NB_MODEL_CACHE_URL") or ""
+    return url if url.split(":", 1)[0].lower() in ("redis", "rediss", "unix") else None
+
+
+_buckets: dict[tuple, TokenBucket | RedisBucket] = {}
 _buckets_lock = threading.Lock()
 
 
-def bucket_for(profile_name: str, qps: float) -> TokenBucket:
-    """The process-wide bucket of a profile (one per name and rate)."""
-    key = (profile_name, float(qps))
+def bucket_for(profile_name: str, qps: float) -> TokenBucket | RedisBucket:
+    """The process-wide bucket of a profile (one per name and rate), in Redis when one is configured."""
+    url = shared_limit_url()
+    key = (profile_name, float(qps), url)
     with _buckets_lock:
+        local = _buckets.setdefault((profile_name, float(qps), None),
+                                    TokenBucket(qps, burst=min(qps, 2.0) if qps else 1.0))
+        if url is None:
+            return local
         if key not in _buckets:
-            _buckets[key] = TokenBucket(qps, burst=min(qps, 2.0) if qps else 1.0)
+            from .cache.redis_store import parse_cache_url
+            redis_url, namespace = parse_cache_url(url)[:2]
+            _buckets[key] = RedisBucket(redis_url, f"nb_model.limit:{namespace}:{profile_name}", local)
         return _buckets[key]

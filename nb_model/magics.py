@@ -19,6 +19,10 @@ SUBCOMMANDS = {
     "profiles": "nb_model.magics:cmd_profiles",
     "help": "nb_model.magics:cmd_help",
     "panel": "nb_model.panel:cmd_panel",
+    "cache": "nb_model.cache.commands:cmd_cache",
+    "history": "nb_model.cache.commands:cmd_history",
+    "usage": "nb_model.cache.commands:cmd_usage",
+    "chat": "nb_model.chat:cmd_chat",
 }
 
 
@@ -57,9 +61,17 @@ class NbModel(Magics):
     @argument("-o", "--out", metavar="VAR", help="store the Generation in this variable")
     @argument("--no-stream", action="store_true", dest="no_stream", help="wait for the whole answer")
     @argument("--no-interpolate", action="store_true", dest="no_interpolate", help="send {braces} as written")
+    @argument("--refresh", action="store_true", help="call the model again and replace the cached answer")
+    @argument("--no-cache", action="store_true", dest="no_cache", help="neither read nor write the cache")
+    @argument("--chat", nargs="?", const="default", metavar="NAME",
+              help="continue the conversation NAME (default: 'default'); see %%generate chat show|reset")
     @argument("--compare", metavar="SPEC",
               help='run variants side by side, e.g. "temperature=0.2,0.8; top_p=0.5,1" (also top_k, '
                    'max_tokens, seed, language, model, profile); --out stores the list of Generations')
+    @argument("--over", metavar="VAR",
+              help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
+                   "items) through generate_many; --out stores the results; a summary table is shown")
+    @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -70,7 +82,7 @@ class NbModel(Magics):
         if cell is None:
             return self._subcommand(line)
         try:
-            args = parse_argstring(self.generate, line)
+            args = _unquote(parse_argstring(self.generate, line))
         except UsageError as exc:
             raise UsageError(f"{exc} (see %%generate? for the options)") from None
         if args.subcommand:
@@ -79,6 +91,9 @@ class NbModel(Magics):
         if args.compare:
             from .compare import run_magic
             return run_magic(self, args, cell)
+        if args.over:
+            from .batch import run_magic as run_over
+            return run_over(self, args, cell)
         return self.run_cell(args, cell)
 
     # -- the cell -------------------------------------------------------
@@ -93,13 +108,20 @@ class NbModel(Magics):
         return body if args.no_interpolate else fill(body, self.shell.user_ns)
 
     def run_cell(self, args, cell: str):
+        from .chat import conversation
         from .client import client_for
         from .display import LiveOutput, show_footer, show_notice
 
         fmt = args.format or self.format
+        if args.refresh and args.no_cache:
+            raise UsageError("use either --refresh or --no-cache, not both")
+        chat = conversation(self.shell, args.chat) if args.chat else None
         try:
             client = client_for(args.profile or self.profile, model=args.model or self.model)
-            stream = client.stream(self.prompt(args, cell), system=args.system or self.system,
+            prompt = self.prompt(args, cell)
+            stream = client.stream(prompt, system=args.system or self.system,
+                                   messages=chat.messages() if chat else None,
+                                   cache="refresh" if args.refresh else "off" if args.no_cache else "use",
                                    stream=self.stream and not args.no_stream, on_retry=show_notice,
                                    **self.params(args))
         except ConfigError as exc:
@@ -123,6 +145,8 @@ class NbModel(Magics):
         gen = stream.generation
         live.finish(gen)
         show_footer(gen, cap=client.profile.max_tokens_cap)
+        if chat:
+            chat.add(prompt, gen)
         self._store(args, gen)
 
     def _store(self, args, gen) -> None:
@@ -142,6 +166,14 @@ class NbModel(Magics):
             return getattr(importlib.import_module(module), func)(self, words[1:])
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _unquote(args):
+    """IPython splits option lines keeping the quotes: -s 'Be brief.' arrives as "'Be brief.'"."""
+    for name, value in vars(args).items():
+        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            setattr(args, name, value[1:-1])
+    return args
 
 
 def _table(rows: list[tuple[str, str]]) -> None:

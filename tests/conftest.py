@@ -1,13 +1,15 @@
 """Shared fixtures: a real sandbox HTTP server on loopback, a real IPython shell, a clean env."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
 ENV_VARS = ("MODEL_API_KEY", "NB_MODEL_API_KEY", "NB_MODEL_ENDPOINT", "NB_MODEL_PROTOCOL", "NB_MODEL_MODEL",
-            "NB_MODEL_PROFILE", "NB_MODEL_CONFIG", "NB_MODEL_CACHE", "NB_MODEL_CACHE_URL", "NB_MODEL_RELAY_URL",
-            "NB_MODEL_RELAY_TOKEN", "NB_MODEL_LOCAL", "JPY_SESSION_NAME")
+            "NB_MODEL_PROFILE", "NB_MODEL_CONFIG", "NB_MODEL_CACHE", "NB_MODEL_CACHE_URL",
+            "NB_MODEL_CACHE_NAMESPACE", "NB_MODEL_CACHE_TTL", "NB_MODEL_LIMIT_URL", "NB_MODEL_RELAY_URL",
+            "NB_MODEL_RELAY_TOKEN", "NB_MODEL_RELAY_PROFILES", "NB_MODEL_LOCAL", "JPY_SESSION_NAME")
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +20,14 @@ def clean_env(monkeypatch, tmp_path):
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NB_MODEL_LOCAL", "off")
+    monkeypatch.setenv("NB_MODEL_CACHE", "off")  # tests of the cache turn it on (delenv or a path)
     monkeypatch.chdir(tmp_path)
-    from nb_model import client, config
+    from nb_model import cache, client, config
     client._clients.clear()
     config.set_session_profile(None)
+    cache.reset()
     yield
+    cache.reset()
 
 
 @pytest.fixture
@@ -70,3 +75,115 @@ def run(ip, source: str):
     with capture_output() as cap:
         result = ip.run_cell(source)
     return result, cap
+
+
+@contextlib.contextmanager
+def server_process(argv: list[str], ready_url: str, log_path, timeout: float = 90.0, **popen):
+    """Run a server command (output to `log_path`) until GET `ready_url` answers 2xx; stop it on exit.
+    `popen`: more Popen arguments (env, cwd)."""
+    import subprocess
+    import time
+
+    import requests
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{argv[:3]} exited with {proc.returncode}: {open(log_path).read()[-500:]}")
+            try:
+                if requests.get(ready_url, timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{argv[:3]} did not answer {ready_url} in {timeout:g} s: {open(log_path).read()[-500:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def shown(cap) -> list[str]:
+    """The text/plain of every display a cell published (footers, notices)."""
+    return [o.data.get("text/plain", "") for o in cap.outputs]
+
+
+def requests_seen(server, expect: int, timeout: float = 2.0) -> int:
+    """The sandbox's request count, waiting (up to `timeout`) for it to reach `expect`: the server
+    counts a request just after its reply, so the client can finish a moment before the count moves."""
+    import time
+    deadline = time.monotonic() + timeout
+    while (seen := server.stats()["requests"]) < expect and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return seen
+
+
+def notices(cap) -> list[str]:
+    """The one-line 'nb_model: …' notices among a cell's displays."""
+    return [t for t in shown(cap) if t.startswith("nb_model:")]
+
+
+def settled(server, expected: int, timeout: float = 4.0) -> dict:
+    """The sandbox's counters once `expected` requests were recorded (a handler records when it ends)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while server.stats()["requests"] < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # a request beyond `expected` would show up now
+    return server.stats()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port, no persistence; yields its URL (shared: use a
+    namespace per test). Skipped only when the binary is absent locally; in CI (env CI set) that fails."""
+    import shutil
+    import subprocess
+    import time
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed (apt-get install redis-server; scripts/setup.sh does it in CI)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import redis
+    folder = tmp_path_factory.mktemp("redis")
+    for _ in range(3):  # the free port may be taken between choosing and binding it
+        port = _free_port()
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(folder)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conn = redis.Redis(port=port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                conn.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            proc.kill()
+            proc.wait()
+            continue
+        conn.close()
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        return
+    pytest.fail("redis-server did not answer PING within 10 s")

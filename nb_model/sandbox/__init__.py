@@ -17,8 +17,23 @@ from .engine import Engine, SimulatedEngine, TokenStream, count_tokens, messages
 if TYPE_CHECKING:
     from .server import SandboxServer
 
-__all__ = ["Engine", "SandboxServer", "SimulatedEngine", "TokenStream", "count_tokens",
-           "messages_to_prompt", "start_sandbox"]
+__all__ = ["ENGINES", "Engine", "SandboxServer", "SimulatedEngine", "TokenStream", "count_tokens",
+           "make_engine", "messages_to_prompt", "start_sandbox"]
+
+# Engine name -> "module:class", built with no arguments by `make_engine`
+# (`nb-model serve --engine NAME`, the client's embedded servers).
+ENGINES = {
+    "sandbox": "nb_model.sandbox.engine:SimulatedEngine",
+    "llama": "nb_model.sandbox.llama_engine:LlamaEngine",  # needs the `local` extra
+}
+
+
+def make_engine(name: str) -> Engine:
+    """A new engine by registry name; the module behind it is imported now."""
+    import importlib
+
+    module, cls = ENGINES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def start_sandbox(**kw: Any) -> "SandboxServer":

@@ -1,0 +1,66 @@
+"""Cache figure, side by side in one run: a cache hit vs the same call over the network.
+
+A. `client.generate(prompt)` answered from the per-notebook SQLite cache (a hit; its
+   history row is written too).
+B. The same call with `cache="off"`: HTTP to the local sandbox on loopback (history written too).
+Both through the real client core, alternated A B A B…; medians over N runs. The sandbox
+runs at two speeds: instant (the cheapest possible network call) and 200 tokens/s (the
+embedded sandbox's pace, closer to a real model). Target: the hit ≥ 100× faster.
+
+Run: python bench/bench_cache.py [--runs N] [--max-tokens N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import median, paired, table  # noqa: E402
+
+TARGET = 100.0
+
+
+def measure(token_rate: float, runs: int, max_tokens: int) -> tuple[float, float, int]:
+    """(median hit s, median network s, requests the hits sent)."""
+    from nb_model.cache import default_store
+    from nb_model.client import Client
+    from nb_model.config import Profile
+    from nb_model.sandbox import start_sandbox
+
+    server = start_sandbox(qps=0, token_rate=token_rate)
+    profile = Profile("bench", server.url, "seed", qps=0)
+    client = Client(profile, cache=default_store(profile))
+    prompt = "Explain what a cache is, in plain words."
+    client.generate(prompt, max_tokens=max_tokens)  # warm: the entry exists, the connection is open
+    hit, net = paired(lambda: client.generate(prompt, max_tokens=max_tokens),
+                      lambda: client.generate(prompt, max_tokens=max_tokens, cache="off"), runs)
+    time.sleep(0.2)  # the sandbox counts a request just after its reply
+    sent_by_hits = server.stats()["requests"] - 1 - runs
+    server.stop()
+    return median(hit), median(net), sent_by_hits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="nb_model-bench-")
+    os.environ.update(NB_MODEL_CACHE=os.path.join(folder, "bench.sqlite"), NB_MODEL_LOCAL="off")
+    rows = [("sandbox pace", "cache hit (median)", "network call (median)", "hit is faster by", "requests sent by hits")]
+    ratios = []
+    for label, rate in (("instant", 0.0), ("200 tokens/s", 200.0)):
+        hit, net, sent = measure(rate, args.runs, args.max_tokens)
+        ratios.append(net / hit)
+        rows.append((label, f"{hit * 1e3:.3f} ms", f"{net * 1e3:.2f} ms", f"{net / hit:.0f}×", str(sent)))
+    table(f"{args.max_tokens}-token answer, {args.runs} runs each, A/B alternated (SQLite cache, seed protocol)", rows)
+    print(f"\ntarget (hit ≥ {TARGET:g}× faster than the network call at the embedded sandbox's pace): "
+          f"{'met' if ratios[-1] >= TARGET else 'NOT met'}; against an instant server: {ratios[0]:.0f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Many prompts at once (`generate_many`) and inputs longer than the context window
+(`split_text`, `summarize_long`).
+
+Every item goes through the client core (`client_for(profile).stream(...)`), so
+the cache, the profile's rate limiter (shared by all threads, or by all kernels
+through Redis) and the retry policy apply to each item as to a single cell.
+
+A failed item does not stop the batch: it comes back as a `Generation` with
+``finish_reason == "error"``, its one-line message in ``.error`` and any partial
+text kept, so results stay one type and line up with the input.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections import ChainMap
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
+
+from .client import client_for, estimate_tokens, notice
+from .config import validate_params
+from .errors import ConfigError, Interrupted, NbModelError
+from .results import Generation, Usage
+
+ERRORS = ("collect", "raise")
+
+
+# -- generate_many ---------------------------------------------------------------
+def _is_pandas(obj: Any, kind: str) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == kind
+
+
+def _as_items(prompts: Any) -> tuple[list, Any]:
+    """The items as a list, and the pandas index to give back (None for plain sequences)."""
+    if isinstance(prompts, (str, bytes, Mapping)):
+        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, got {type(prompts).__name__}")
+    if _is_pandas(prompts, "DataFrame"):
+        return prompts.to_dict("records"), prompts.index
+    if _is_pandas(prompts, "Series"):
+        return prompts.tolist(), prompts.index
+    try:
+        return list(prompts), None
+    except TypeError:
+        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, "
+                          f"got {type(prompts).__name__}") from None
+
+
+def fill_item(template: str | None, item: Any, namespace: Mapping | None = None) -> str:
+    """The prompt of one item: the item itself, or `template` filled from it.
+
+    A dict item (or DataFrame row) fills `{key}` references; any item is also
+    `{item}`; other names come from `namespace` (e.g. the notebook's variables).
+    """
+    if template is None:
+        if not isinstance(item, str):
+            raise ConfigError(f"item is a {type(item).__name__}, not a prompt: pass template='...{{name}}...' "
+                              "to fill a template from each item")
+        return item
+    from .template import fill
+    own = item if isinstance(item, Mapping) else {}
+    return fill(template, ChainMap(own, {"item": item}, namespace or {}))
+
+
+def _failed(exc: BaseException, profile: str, text: str = "") -> Generation:
+    message = str(exc) if isinstance(exc, NbModelError) else f"{type(exc).__name__}: {exc}"
+    return Generation(text=text, finish_reason="error", error=message, profile=profile)
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar: a widget in a Jupyter kernel, text on stderr elsewhere."""
+    from .display import in_kernel
+    if enabled and "IPython" in sys.modules and in_kernel():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    bar = tqdm(total=total, desc="generate_many", unit="prompt", disable=not enabled, dynamic_ncols=True)
+    bar.set_postfix(errors=0, refresh=False)
+    return bar
+
+
+class _Batch:
+    """The worker side: one item at a time, streams registered so they can be closed."""
+
+    def __init__(self, client, prompts: list, call: dict) -> None:
+        self.client, self.prompts, self.call = client, prompts, call
+        self.stop = threading.Event()
+        self.streams: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def run(self, i: int) -> tuple[Generation | None, BaseException | None]:
+        if self.stop.is_set():
+            return None, None
+        name = self.client.profile.name
+        prompt = self.prompts[i]
+        if isinstance(prompt, BaseException):  # the template could not be filled for this item
+            return _failed(prompt, name), prompt
+        try:
+            stream = self.client.stream(prompt, **self.call)
+        except Exception as exc:  # noqa: BLE001 - refused before sending (e.g. over the context window)
+            return _failed(exc, name), exc
+        with self._lock:
+            self.streams[i] = stream
+        if self.stop.is_set():
+            stream.close()
+        try:
+            stream.text()
+        except Exception as exc:  # noqa: BLE001 - one item's failure, reported with the item
+            gen = stream.generation
+            if gen.finish_reason != "error":
+                gen.finish_reason, gen.error = "error", gen.error or _failed(exc, name).error
+            return gen, exc
+        finally:
+            with self._lock:
+                self.streams.pop(i, None)
+        gen = stream.generation
+        return (None, None) if gen.finish_reason == "stopped" else (gen, None)
+
+    def halt(self) -> None:
+        """Start no new item; close the streams in flight (their connections drop now)."""
+        self.stop.set()
+        with self._lock:
+            streams = list(self.streams.values())
+        for stream in streams:
+            stream.close()
+
+
+def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
+                  namespace: Mapping | None = None, profile: str | None = None, model: str | None = None,
+                  system: str | None = None, cache: str = "use", max_retries: int | None = None,
+                  errors: str = "collect", progress: bool = True, **params):
+    """Generate for many prompts concurrently; results in input order.
+
+    `prompts`: a list (or any sequence) or a pandas Series of prompts; with
+    `template=`, of items filling it (dicts / DataFrame rows fill `{key}`, any
+    item is `{item}`, other names come from `namespace`). Returns a list, or a
+    Series with the input's index. `params` are generation parameters
+    (max_tokens, temperature, ...).
+
+    errors="collect" (default): a failed item is a `Generation` with
+    finish_reason "error" and `.error` set; "raise": the first failure to happen
+    stops the batch and is raised. Interrupting (Ctrl-C / the kernel's stop
+    button) cancels what has not started, closes the streams in flight and
+    returns what finished; unfinished items are None.
+    """
+    if errors not in ERRORS:
+        raise ConfigError(f"errors must be 'collect' or 'raise', got {errors!r}")
+    if not isinstance(max_workers, int) or max_workers < 1:
+        raise ConfigError(f"max_workers must be a positive integer, got {max_workers!r}")
+    items, index = _as_items(prompts)
+    client = client_for(profile, model=model)
+    validate_params({**client.profile.defaults, **params}, client.profile)  # bad params: one line, nothing sent
+    filled: list = []
+    for n, item in enumerate(items):
+        try:
+            filled.append(fill_item(template, item, namespace))
+        except ConfigError as exc:
+            if errors == "raise" or template is None:  # a usage mistake, not one item's problem
+                raise ConfigError(f"item {n}: {exc}") from None
+            filled.append(exc)
+    if filled and all(isinstance(p, ConfigError) for p in filled):
+        raise filled[0]  # the template fits no item: say it once, send nothing
+    results = _run(client, filled, max_workers, errors, progress,
+                   dict(system=system, cache=cache, max_retries=max_retries, **params))
+    if index is not None:
+        import pandas as pd
+        name = prompts.name if _is_pandas(prompts, "Series") else None
+        return pd.Series(results, index=index, dtype=object, name=name)
+    return results
+
+
+def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, call: dict) -> list:
+    results: list[Generation | None] = [None] * len(prompts)
+    if not prompts:
+        return results
+    batch = _Batch(client, prompts, call)
+    bar = _progress(len(prompts), progress)
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(prompts)), thread_name_prefix="nb_model-batch")
+    futures = {pool.submit(batch.run, i): i for i in range(len(prompts))}
+    failures, pending = 0, set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for fut in done:
+                gen, exc = fut.result()
+                results[futures[fut]] = gen
+                if exc is not None:
+                    if errors == "raise":
+                        raise exc
+                    failures += 1
+                    bar.set_postfix(errors=failures, refresh=False)
+                bar.update(1)
+    except KeyboardInterrupt:
+        finished = sum(r is not None for r in results)
+        notice(f"nb_model: interrupted — {finished} of {len(prompts)} prompts finished; "
+               "the unfinished ones are None")
+    finally:
+        batch.halt()
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+    return results
+
+
+# -- long inputs -----------------------------------------------------------------
+_LEVELS = (
+    re.compile(r"\n[ \t]*\n\s*"),      # paragraph breaks
+    re.compile(r"(?<=[.!?;:…。])[\"')\]]*\s+"),  # sentence ends
+    re.compile(r"\s+"),                # spaces
+)
+
+
+def _estimate(chars: int, words: int) -> int:
+    """`estimate_tokens` from a span's length and word count (so sums of spans can be checked)."""
+    return max(chars // 4, words)
+
+
+def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
+    """Spans covering text[start:end], each within budget: cut at the coarsest boundary that works."""
+    if estimate_tokens(text[start:end]) <= max_tokens:
+        yield start, end
+        return
+    if level == len(_LEVELS):  # one huge word: plain slices (4 characters per token)
+        step = 4 * max_tokens
+        for a in range(start, end, step):
+            yield a, min(a + step, end)
+        return
+    cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
+    for a, b in zip([start] + cuts, cuts + [end]):
+        yield from _units(text, a, b, max_tokens, level + 1)
+
+
+def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) spans of `split_text`'s chunks: in order, covering the text, each within budget."""
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    overlap = max_tokens // 10 if overlap is None else overlap
+    if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
+        raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
+    units = list(_units(text, 0, len(text), max_tokens))
+    words = [0]  # words[k]: words in units[:k] (a unit cut inside a word counts it again: never too low)
+    for a, b in units:
+        words.append(words[-1] + len(text[a:b].split()))
+
+    def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
+        return _estimate(units[j - 1][1] - units[i][0], words[j] - words[i])
+
+    spans, i = [], 0
+    while i < len(units):
+        j = i + 1
+        while j < len(units) and cost(i, j + 1) <= max_tokens:
+            j += 1
+        spans.append((units[i][0], units[j - 1][1]))
+        if j == len(units):
+            break
+        k = j  # the next chunk repeats the last units that fit in `overlap`, and still takes a new one
+        while k - 1 > i and cost(k - 1, j) <= overlap and cost(k - 1, j + 1) <= max_tokens:
+            k -= 1
+        i = k
+    return spans
+
+
+def split_text(text: str, max_tokens: int = 2000, overlap: int | None = None) -> list[str]:
+    """Chunks of `text` of at most `max_tokens` (estimated like the client does), cut at
+    paragraph breaks, else sentence ends, else spaces; consecutive chunks share up to
+    `overlap` tokens of context (default: a tenth of `max_tokens`)."""
+    chunks = (text[a:b].strip() for a, b in split_spans(text, max_tokens, overlap))
+    return [c for c in chunks if c]
+
+
+MAP_PROMPT = "{instructions}\n\nPart {n} of {total} of a longer text:\n\n{chunk}"
+REDUCE_PROMPT = ("{instructions}\n\nBelow are summaries of consecutive parts of one text. "
+                 "Write one summary of the whole text:\n\n{summaries}")
+
+
+def summarize_long(text: str, *, instructions: str = "Summarize the following text in a few sentences.",
+                   chunk_tokens: int | None = None, overlap: int = 200, profile: str | None = None,
+                   model: str | None = None, max_workers: int = 4, progress: bool = True,
+                   **params) -> Generation:
+    """Map-then-reduce: summarize each chunk (`generate_many`), then the summaries together.
+
+    `chunk_tokens` defaults to half of what the context window leaves after the
+    reply. Summaries still over the budget are reduced again the same way. The
+    returned `Generation` is the final summary; its usage and cost add up every call.
+    """
+    client = client_for(profile, model=model)
+    if chunk_tokens is None:
+        reply = params.get("max_tokens") or client.profile.defaults.get("max_tokens") or 512
+        chunk_tokens = (client.profile.context_window - reply - estimate_tokens(instructions) - 64) // 2
+    overlap = min(overlap, chunk_tokens // 4)
+    calls: list[Generation] = []
+    while estimate_tokens(text) > chunk_tokens:
+        chunks = split_text(text, chunk_tokens, overlap)
+        prompts = [MAP_PROMPT.format(instructions=instructions, n=n, total=len(chunks), chunk=c)
+                   for n, c in enumerate(chunks, 1)]
+        parts = generate_many(prompts, max_workers, profile=profile, model=model, errors="raise",
+                              progress=progress, **params)
+        if any(p is None for p in parts):
+            raise Interrupted(f"stopped by user: {sum(p is not None for p in parts)} of {len(parts)} parts "
+                              "summarized", partial=None)
+        calls += parts
+        shorter = "\n\n".join(p.text.strip() for p in parts)
+        if estimate_tokens(shorter) >= estimate_tokens(text):
+            raise ConfigError("the part summaries are not shorter than the text: lower max_tokens "
+                              "or raise chunk_tokens")
+        text = shorter
+    prompt = REDUCE_PROMPT.format(instructions=instructions, summaries=text) if calls else \
+        f"{instructions}\n\n{text}"
+    final = client.generate(prompt, **params)
+    final.usage = Usage(sum(g.usage.prompt_tokens for g in calls) + final.usage.prompt_tokens,
+                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens)
+    final.cost_usd = sum(g.cost_usd for g in calls) + final.cost_usd
+    return final
+
+
+# -- a compact report (used by %%generate --over) --------------------------------------
+def report_rows(results, limit: int = 10, width: int = 60) -> tuple[list[tuple[str, str]], str]:
+    """(rows, summary line) for a batch's results: one short row per item, at most `limit` rows."""
+    pairs = list(results.items()) if hasattr(results, "items") else list(enumerate(results))
+    rows = []
+    for key, gen in pairs[:limit]:
+        if gen is None:
+            rows.append((str(key), "not run (interrupted)"))
+            continue
+        body = gen.error if gen.finish_reason == "error" else gen.text
+        body = " ".join((body or "").split())
+        body = body if len(body) <= width else body[: width - 1] + "…"
+        rows.append((str(key), f"{gen.finish_reason or '?':14} {gen.usage.completion_tokens:>5} tok  {body}"))
+    if len(pairs) > limit:
+        rows.append(("…", f"{len(pairs) - limit} more"))
+    gens = [g for _, g in pairs if g is not None]
+    failed = sum(g.finish_reason == "error" for g in gens)
+    parts = [f"{len(pairs)} prompts", f"{len(gens) - failed} ok"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if len(gens) < len(pairs):
+        parts.append(f"{len(pairs) - len(gens)} not run")
+    cached = sum(g.cached for g in gens)
+    if cached:
+        parts.append(f"{cached} cached")
+    tokens = sum(g.usage.completion_tokens for g in gens)
+    cost = sum(g.cost_usd for g in gens)
+    parts.append(f"{tokens} tokens out" + (f" · ${cost:.4f}" if cost else ""))
+    return rows, " · ".join(parts)
+
+
+def run_magic(magics, args, cell: str) -> None:
+    """`%%generate --over VAR`: the cell's template once per item; a compact table; results in --out."""
+    from IPython.core.error import UsageError
+
+    from .magics import _table
+
+    ns = magics.shell.user_ns
+    if args.over not in ns:
+        raise UsageError(f"--over {args.over}: no variable of that name; define a list or Series first")
+    if args.no_interpolate or getattr(args, "chat", None):
+        raise UsageError("--over fills the cell from each item: drop --no-interpolate / --chat")
+    if args.out and not args.out.isidentifier():
+        raise UsageError(f"--out needs a variable name, got {args.out!r}")
+    cache = "refresh" if getattr(args, "refresh", False) else "off" if getattr(args, "no_cache", False) else "use"
+    start = time.perf_counter()
+    try:
+        results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns,
+                                profile=args.profile or magics.profile, model=args.model or magics.model,
+                                system=args.system or magics.system, cache=cache, **magics.params(args))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    magics._store(args, results)
+    rows, line = report_rows(results)
+    _table(rows)
+    keep = f"stored in {args.out}" if args.out else "add --out VAR to keep the results"
+    print(f"— {line} · {time.perf_counter() - start:.1f} s · {keep}")

@@ -1,0 +1,207 @@
+"""The per-notebook SQLite file: cache entries and the history of generations.
+
+WAL mode, a busy timeout and one connection guarded by a lock make it safe for
+several threads and kernels at once; a kernel killed mid-write leaves the last
+committed state. A corrupt or foreign file is moved aside (`.corrupt-<time>`)
+with one warning; a location that cannot be written means no cache (one warning).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..results import Generation
+
+APP_ID = 0x6E626D31  # "nbm1" in the file header: marks the file as ours
+BUSY_TIMEOUT_MS = 30_000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, created REAL NOT NULL, model TEXT, prompt_head TEXT, generation TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_created ON entries(created);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, session TEXT, profile TEXT, model TEXT,
+    params TEXT, system TEXT, prompt TEXT, text TEXT, prompt_tokens INTEGER, completion_tokens INTEGER,
+    ttft_s REAL, latency_s REAL, cached INTEGER, cost_usd REAL, finish_reason TEXT, error TEXT);
+"""
+HISTORY_COLUMNS = ("time", "session", "profile", "model", "params", "system", "prompt", "text", "prompt_tokens",
+                   "completion_tokens", "ttft_s", "latency_s", "cached", "cost_usd", "finish_reason", "error")
+
+Warn = Callable[[str], None]
+
+
+class _NotOurs(sqlite3.DatabaseError):
+    """A valid SQLite file that belongs to something else, or one that fails its integrity check."""
+
+
+def _classify(conn: sqlite3.Connection) -> str:
+    """'ours', 'empty' or 'foreign' (raises DatabaseError when the file is not SQLite at all)."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    if app_id == APP_ID:
+        return "ours"
+    return "empty" if app_id == 0 and not tables else "foreign"
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL; a fresh file opened by several kernels at once may be briefly locked."""
+    for attempt in range(50):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.05)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if _classify(conn) == "foreign":
+            raise _NotOurs("not an nb_model cache file")
+        _wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        kind = _classify(conn)  # again, inside the write lock: another kernel may have set it up
+        if kind == "foreign":
+            raise _NotOurs("not an nb_model cache file")
+        if kind == "empty":
+            conn.execute(f"PRAGMA application_id={APP_ID}")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("COMMIT")
+        check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            raise _NotOurs(f"integrity check failed: {check}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the file (and its WAL) to `<name>.corrupt-<time>`; return the new name."""
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            os.replace(side, Path(f"{target}{suffix}"))
+    return target
+
+
+def open_sqlite(path: Path, warn: Warn) -> "SQLiteStore | None":
+    """Open (or create) the cache file; None, after one warning, when it cannot be written."""
+    off = "caching and history on disk are off for this session"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            try:
+                return SQLiteStore(_connect(path), path, warn)
+            except sqlite3.OperationalError as exc:
+                warn(f"nb_model: cannot write the cache file {path} ({exc}); {off}")
+                return None
+            except sqlite3.DatabaseError as exc:
+                if attempt == 2:
+                    raise
+                target = _move_aside(path)
+                warn(f"nb_model: the cache file {path} was unreadable ({exc}); moved it to {target.name} "
+                     f"and started a fresh cache")
+    except (OSError, sqlite3.Error) as exc:
+        warn(f"nb_model: cannot use the cache folder {path.parent} ({getattr(exc, 'strerror', None) or exc}); {off}")
+    return None
+
+
+class SQLiteStore:
+    """Entries (key → Generation JSON) and history rows in one SQLite file."""
+
+    kind = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, warn: Warn) -> None:
+        self.conn, self.path, self._warn = conn, path, warn
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _run(self, what: str, fn: Callable[[sqlite3.Connection], Any], default: Any = None) -> Any:
+        """Run one statement group under the lock; a failure is one warning, never a traceback."""
+        try:
+            with self._lock:
+                return fn(self.conn)
+        except sqlite3.Error as exc:
+            if not self._failed:
+                self._failed = True
+                self._warn(f"nb_model: the cache file {self.path} failed to {what} ({exc}); continuing without it")
+            return default
+
+    # -- entries --------------------------------------------------------------
+    def lookup(self, key: str) -> Generation | None:
+        row = self._run("read", lambda c: c.execute(
+            "SELECT generation FROM entries WHERE key=?", (key,)).fetchone())
+        return Generation.from_dict(json.loads(row[0])) if row else None
+
+    def store(self, key: str, gen: Generation, head: str) -> None:
+        data = json.dumps({**gen.to_dict(), "cached": False}, ensure_ascii=False)
+        self._run("write", lambda c: c.execute(
+            "INSERT OR REPLACE INTO entries(key, created, model, prompt_head, generation) VALUES (?,?,?,?,?)",
+            (key, time.time(), gen.model, head, data)))
+
+    def entries(self, n: int | None = None) -> list[dict]:
+        """Newest first: created, model, prompt_head."""
+        rows = self._run("read", lambda c: c.execute(
+            "SELECT created, model, prompt_head FROM entries ORDER BY created DESC LIMIT ?",
+            (-1 if n is None else n,)).fetchall(), [])
+        return [{"created": r[0], "model": r[1], "prompt_head": r[2]} for r in rows]
+
+    def stats(self) -> dict:
+        row = self._run("read", lambda c: c.execute(
+            "SELECT count(*), min(created), max(created) FROM entries").fetchone(), (0, None, None))
+        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p))
+        return {"entries": row[0], "bytes": size, "oldest": row[1], "newest": row[2]}
+
+    def clear(self, older_than_s: float | None = None) -> int:
+        if older_than_s is None:
+            cur = self._run("clear", lambda c: c.execute("DELETE FROM entries"))
+        else:
+            cur = self._run("clear", lambda c: c.execute(
+                "DELETE FROM entries WHERE created < ?", (time.time() - older_than_s,)))
+        return cur.rowcount if cur is not None else 0
+
+    # -- history --------------------------------------------------------------
+    def record(self, row: dict) -> None:
+        row = {**row, "params": json.dumps(row.get("params") or {}, sort_keys=True)}
+        values = tuple(row.get(c) for c in HISTORY_COLUMNS)
+        self._run("write", lambda c: c.execute(
+            f"INSERT INTO history({','.join(HISTORY_COLUMNS)}) VALUES ({','.join('?' * len(HISTORY_COLUMNS))})",
+            values))
+
+    def history(self, n: int | None = None) -> list[dict]:
+        """The last n rows (all when None), oldest first."""
+        rows = self._run("read", lambda c: c.execute(
+            f"SELECT {','.join(HISTORY_COLUMNS)} FROM history ORDER BY id DESC LIMIT ?",
+            (-1 if n is None else n,)).fetchall(), [])
+        out = [dict(zip(HISTORY_COLUMNS, r)) for r in reversed(rows)]
+        for row in out:
+            row["params"] = json.loads(row["params"] or "{}")
+        return out
+
+    def usage_rows(self) -> list[dict]:
+        """Only the columns usage totals need, for every row."""
+        cols = ("cached", "prompt_tokens", "completion_tokens", "cost_usd")
+        rows = self._run("read", lambda c: c.execute(f"SELECT {','.join(cols)} FROM history").fetchall(), [])
+        return [dict(zip(cols, r)) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()

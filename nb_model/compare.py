@@ -1,0 +1,238 @@
+"""Run variants of one prompt side by side: `%%generate --compare SPEC` and the panel's compare mode.
+
+A spec names settings and their values; several settings separated by `;` make a grid::
+
+    temperature=0.2,0.8                 -> 2 variants
+    temperature=0.2,0.8; top_p=0.5,1    -> 4 variants (every combination)
+
+Each variant is a `Job`: one `Stream` from the client core, read in its own thread,
+so variants run concurrently and can be stopped from another thread.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import threading
+import time
+from typing import Any, Callable
+
+from .errors import ConfigError, Interrupted, NbModelError
+
+SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
+            "language": str, "model": str, "profile": str}
+MIN_VARIANTS, MAX_VARIANTS = 2, 4
+STOP_GRACE_S = 0.4  # a stopped job still running after this is left behind with its partial text
+EXAMPLE = '"temperature=0.2,0.8; top_p=0.5,1"'
+
+
+def _values(name: str, text: str) -> list[Any]:
+    kind = SETTINGS[name]
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise ConfigError(f"compare: empty value in {name}={text.strip()}; write values separated by commas")
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise ConfigError(f"compare: {name} needs {what}, got {text.strip()!r}") from None
+
+
+def parse_compare(spec: str) -> list[dict[str, Any]]:
+    """`"temperature=0.2,0.8; top_p=0.5,1"` -> one settings dict per variant (the grid's rows)."""
+    axes: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in (spec or "").split(";")):
+        if not part:
+            continue
+        name, eq, values = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in SETTINGS:
+            raise ConfigError(f"compare: cannot read {part!r}; write name=value,value with name one of "
+                              f"{', '.join(SETTINGS)}, e.g. {EXAMPLE}")
+        if name in axes:
+            raise ConfigError(f"compare: {name} is given twice; list all its values once: {name}=a,b")
+        axes[name] = _values(name, values)
+    variants = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
+        raise ConfigError(f"compare: {spec.strip()!r} makes {len(variants)} variant(s); side by side needs "
+                          f"{MIN_VARIANTS} to {MAX_VARIANTS}, e.g. {EXAMPLE}")
+    return variants
+
+
+def label(variant: dict[str, Any]) -> str:
+    return " · ".join(f"{k}={v}" for k, v in variant.items())
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: our messages as they are, anything else prefixed with its type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, NbModelError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+class Job:
+    """One variant: a `Stream` read in a worker thread; `text` grows as deltas arrive."""
+
+    def __init__(self, label: str, stream, cap: int) -> None:
+        self.label = label
+        self.stream = stream
+        self.cap = cap
+        self.text = ""
+        self.error: str | None = None
+        self.exc: BaseException | None = None
+        self.done = threading.Event()
+        self.stop_requested: float | None = None
+
+    @property
+    def generation(self):
+        return self.stream.generation
+
+    def run(self) -> None:
+        try:
+            for delta in self.stream:
+                self.text += delta
+        except BaseException as exc:  # noqa: BLE001 - reported as one line, never a traceback
+            if self.stop_requested is not None:
+                self.generation.finish_reason = "stopped"
+            else:
+                self.error, self.exc = one_line(exc), exc
+        finally:
+            self.done.set()
+
+    def stop(self) -> None:
+        """Close the stream (safe from any thread); the text so far is kept."""
+        if not self.done.is_set() and self.stop_requested is None:
+            self.stop_requested = time.monotonic()
+            self.stream.close()
+
+    def abandon(self) -> None:
+        """Give up waiting for a stopped job whose connection has not answered yet."""
+        self.generation.finish_reason = "stopped"
+        self.done.set()
+
+
+def start_jobs(variants: list[dict[str, Any]], *, prompt: str, system: str | None = None,
+               profile: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
+               stream: bool = True, cache: str = "use",
+               on_retry: Callable[[str], None] | None = None) -> list[Job]:
+    """One Job per variant; bad settings raise ConfigError here, before anything is sent."""
+    from .client import client_for
+
+    jobs = []
+    for variant in variants:
+        extra = dict(variant)
+        client = client_for(extra.pop("profile", None) or profile, model=extra.pop("model", None) or model)
+        s = client.stream(prompt, system=system, stream=stream, cache=cache, on_retry=on_retry,
+                          **{**(params or {}), **extra})
+        jobs.append(Job(label(variant), s, client.profile.max_tokens_cap))
+    for client in {id(j.stream.client): j.stream.client for j in jobs}.values():
+        client.endpoint()  # start the embedded sandbox here, not in a worker thread
+    return jobs
+
+
+def run_jobs(jobs: list[Job], on_tick: Callable[[], None] | None = None, interval: float = 0.05) -> None:
+    """Run every job in its own thread; call `on_tick` every `interval` s until all are done.
+
+    Ctrl-C (or `Job.stop` from another thread) closes the streams; stopped jobs
+    that do not end within STOP_GRACE_S are abandoned with their partial text.
+    """
+    for job in jobs:
+        threading.Thread(target=job.run, name=f"nb_model job {job.label}", daemon=True).start()
+    try:
+        while pending := [j for j in jobs if not j.done.is_set()]:
+            pending[0].done.wait(interval)
+            if all(j.stop_requested and time.monotonic() - j.stop_requested > STOP_GRACE_S for j in pending):
+                for job in pending:
+                    job.abandon()
+            if on_tick:
+                on_tick()
+    except KeyboardInterrupt:
+        for job in jobs:
+            job.stop()
+        _wait_stopped(jobs)
+        raise
+
+
+def _wait_stopped(jobs: list[Job]) -> None:
+    deadline = time.monotonic() + STOP_GRACE_S
+    for job in jobs:
+        if not job.done.wait(max(0.0, deadline - time.monotonic())):
+            job.abandon()
+
+
+# -- rendering -------------------------------------------------------------
+def text_html(text: str) -> str:
+    return ('<div style="white-space:pre-wrap;word-break:break-word;text-align:left;line-height:1.45;font-family:'
+            f'var(--jp-code-font-family,monospace);font-size:90%">{html.escape(text)}</div>')
+
+
+def stats_html(gen, *, cap: int | None = None, error: str | None = None) -> str:
+    """The footer line (model, tokens, ttft, total, cost, cached), warnings and an error, as HTML."""
+    from .display import footer_line
+
+    if error and not gen.text:
+        return error_html(error)
+    line, warnings = footer_line(gen, cap=cap)
+    out = [f'<div style="color:#777;font-size:85%;line-height:1.4">{html.escape(line)}</div>']
+    out += [f'<div style="color:#b36b00;font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
+    if error:
+        out.append(error_html(error))
+    return "".join(out)
+
+
+def error_html(message: str) -> str:
+    return f'<div style="color:#c00;font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
+
+
+def table_bundle(jobs: list[Job]) -> tuple[dict, dict]:
+    """(MIME bundle, metadata) of the variants side by side; text/plain has no timings (nbval-stable)."""
+    head = "".join(f'<th style="text-align:left">{html.escape(j.label)}</th>' for j in jobs)
+    body = "".join(f'<td style="vertical-align:top;text-align:left">{text_html(j.text)}</td>' for j in jobs)
+    stats = "".join(f'<td style="vertical-align:top;text-align:left">{stats_html(j.generation, cap=j.cap, error=j.error)}</td>'
+                    for j in jobs)
+    table = (f'<table class="nb-model-compare" style="table-layout:fixed;width:100%"><thead><tr>{head}</tr></thead>'
+             f"<tbody><tr>{body}</tr><tr>{stats}</tr></tbody></table>")
+    plain = []
+    for j in jobs:
+        g = j.generation
+        plain += [f"== {j.label} ==", j.text.rstrip("\n"),
+                  f"-- {g.model or g.profile} · {g.usage.prompt_tokens} → {g.usage.completion_tokens} tokens · "
+                  f"finish: {g.finish_reason or '?'}" + (f" · error: {j.error}" if j.error else "")]
+    meta = {"nb_model": {"compare": [{"label": j.label, **{k: v for k, v in j.generation.to_dict().items()
+                                                          if k != "text"}} for j in jobs]}}
+    return {"text/html": table, "text/plain": "\n".join(plain)}, meta
+
+
+# -- the magic -------------------------------------------------------------
+def run_magic(magics, args, cell: str) -> None:
+    """`%%generate --compare SPEC`: run the variants concurrently, then show one table."""
+    from IPython.core.error import UsageError
+    from IPython.display import display
+
+    from .display import show_notice
+
+    for other in ("chat", "over"):
+        if getattr(args, other, None):
+            raise UsageError(f"--compare cannot be combined with --{other}")
+    refresh, no_cache = getattr(args, "refresh", False), getattr(args, "no_cache", False)
+    if refresh and no_cache:
+        raise UsageError("use either --refresh or --no-cache, not both")
+    try:
+        jobs = start_jobs(parse_compare(args.compare), prompt=magics.prompt(args, cell),
+                          system=args.system or magics.system, profile=args.profile or magics.profile,
+                          model=args.model or magics.model, params=magics.params(args),
+                          stream=magics.stream and not args.no_stream, on_retry=show_notice,
+                          cache="refresh" if refresh else "off" if no_cache else "use")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    interrupted = False
+    try:
+        run_jobs(jobs)
+    except KeyboardInterrupt:
+        interrupted = True
+    bundle, meta = table_bundle(jobs)
+    display(bundle, raw=True, metadata=meta)
+    magics._store(args, [j.generation for j in jobs])
+    if interrupted:
+        raise Interrupted("stopped by user; partial texts kept")
+    failed = [j for j in jobs if j.exc is not None]
+    if failed:
+        raise failed[0].exc

@@ -47,6 +47,21 @@ def notice(msg: str) -> None:
     _notice_handler(msg)
 
 
+_said: set[str] = set()
+
+
+def notice_once(topic: str, msg: str) -> None:
+    """Say `msg` once per process for `topic` (e.g. one line for a Redis server that is down)."""
+    if topic not in _said:
+        _said.add(topic)
+        notice(msg)
+
+
+def redis_topic(url: str) -> str:
+    """One warning topic per Redis server, whatever uses it (cache, rate limit)."""
+    return "redis-down:" + url.split("?", 1)[0].rsplit("@", 1)[-1]
+
+
 def embedded_sandbox(engine: str = "sandbox"):
     """The in-process sandbox server for `engine` (see nb_model.sandbox.ENGINES), started once per
     engine on a random loopback port; "llama" is the local model, which loads in the background."""
@@ -284,7 +299,7 @@ class Stream:
                                    status=exc.status, request_id=exc.request_id) from None
                 attempt += 1
                 if self.on_retry:
-                    self.on_retry(f"{exc}; retry {attempt}/{self.max_retries} in {delay:.1f} s")
+                    self.on_retry(f"{exc.what} — retrying in {delay:.1f} s ({attempt}/{self.max_retries})")
                 self._sleep(delay)
 
     @staticmethod
@@ -311,7 +326,8 @@ class Stream:
             resp = client.session.post(url, json=body, headers=headers, stream=True,
                                        timeout=(profile.connect_timeout, profile.read_timeout))
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes one line
-            raise ConnectionFailed(client.describe_failure(exc, url)) from None
+            raise ConnectionFailed(client.describe_failure(exc, url),
+                                   what=client.describe_failure(exc, url, advice=False)) from None
         self._response = resp
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         self.generation.request_id = request_id
@@ -319,8 +335,9 @@ class Stream:
             msg = client.redact(_server_message(resp))
             resp.close()
             rid = f" [request {request_id}]" if request_id else ""
-            err = APIError(f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid} — "
-                           f"{_advice(resp.status_code, profile)}", status=resp.status_code, request_id=request_id)
+            what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid}"
+            err = APIError(f"{what} — {_advice(resp.status_code, profile)}", what=what,
+                           status=resp.status_code, request_id=request_id)
             err.headers = dict(resp.headers)
             raise err
         if self.streaming:
@@ -349,7 +366,8 @@ class Stream:
         try:
             raw = resp.content
         except Exception as exc:  # noqa: BLE001
-            raise ConnectionFailed(self.client.describe_failure(exc, resp.url)) from None
+            raise ConnectionFailed(self.client.describe_failure(exc, resp.url),
+                                   what=self.client.describe_failure(exc, resp.url, advice=False)) from None
         finally:
             self._response = None
         try:
@@ -375,7 +393,7 @@ class Stream:
                 except Exception as exc:  # noqa: BLE001 - transport failure mid-stream
                     if self._closed:
                         break  # closed by the user (Stop): not a failure
-                    self._broken(self.client.describe_failure(exc, resp.url, advice=not self.generation.text))
+                    self._broken(self.client.describe_failure(exc, resp.url, advice=False))
                 chunks = decoder.feed(data) if data else decoder.close()
                 for chunk in chunks:
                     text = self._apply(chunk, start)
@@ -402,7 +420,7 @@ class Stream:
             # nothing shown yet: a retryable failure
             if protocol:
                 raise ProtocolError(what)
-            raise ConnectionFailed(what)
+            raise ConnectionFailed(f"{what} — check that the server is running, then re-run", what=what)
         gen.finish_reason = "error"
         gen.error = what
         raise StreamBroken(f"{what}; partial text kept ({len(gen.text)} chars) — re-run the cell to retry",
@@ -461,7 +479,8 @@ class Client:
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
              **params) -> Spec:
-        params = validate_params({**self.profile.defaults, **params}, self.profile)
+        given = {k: v for k, v in params.items() if v is not None}  # None (an unset cell option) keeps the default
+        params = validate_params({**self.profile.defaults, **given}, self.profile)
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)

@@ -21,8 +21,9 @@ class APIError(NbModelError):
     """The server answered with an error status."""
 
     def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None,
-                 retry_after: float | None = None, partial=None):
+                 retry_after: float | None = None, partial=None, what: str | None = None):
         super().__init__(message)
+        self.what = what or message  # the message without its advice, for retry notices
         self.status = status
         self.request_id = request_id
         self.retry_after = retry_after

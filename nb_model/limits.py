@@ -31,7 +31,6 @@ return string.format('%.6f', wait)
 
 
 RETRY_AFTER_S = 30.0  # after a Redis failure, use the process's bucket this long before trying again
-_warned: set[str] = set()  # one warning per Redis URL and process
 
 
 def _wait(seconds: float) -> None:
@@ -110,15 +109,12 @@ class RedisBucket:
 
     def _fall_back(self, exc: Exception) -> None:
         self._down_until = time.monotonic() + (RETRY_AFTER_S if not isinstance(exc, ImportError) else float("inf"))
-        if self.url in _warned:
-            return
-        _warned.add(self.url)
         from .cache.redis_store import redact_url
-        from .client import notice
+        from .client import notice_once, redis_topic
         reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
             else type(exc).__name__
-        notice(f"nb_model: the shared rate limit at {redact_url(self.url)} is unavailable ({reason}); "
-               f"limiting this process alone to {self.rate:g} requests/s")
+        notice_once(redis_topic(self.url), f"nb_model: the shared rate limit at {redact_url(self.url)} is "
+                    f"unavailable ({reason}); limiting this process alone to {self.rate:g} requests/s")
 
 
 def shared_limit_url() -> str | None:

@@ -24,6 +24,7 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     from nb_model import cache, client, config
     client._clients.clear()
+    client._said.clear()
     config.set_session_profile(None)
     cache.reset()
     yield

@@ -119,7 +119,7 @@ def usage_totals(rows) -> dict:
 
 def cmd_usage(magics, words: list[str]) -> None:
     """Tokens in/out and estimated cost, this session and for the whole notebook."""
-    scopes = [("this session", usage_totals(router.session.rows))]
+    scopes = [("this session", usage_totals(router.session.snapshot()))]
     local = router.local_store()
     if local is not None:
         scopes.append(("whole notebook", usage_totals(local.usage_rows())))

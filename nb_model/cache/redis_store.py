@@ -57,7 +57,6 @@ class RedisStore:
 
         self.url, self.namespace, self.ttl, problem = parse_cache_url(url)
         self.prefix = f"nb_model:{self.namespace}:"
-        self._warn = warn
         self._warned = False
         self._down_until = 0.0
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0)
@@ -80,8 +79,9 @@ class RedisStore:
             self._down_until = time.monotonic() + RETRY_AFTER_S
             if not self._warned:
                 self._warned = True
-                self._warn(f"nb_model: the Redis cache at {redact_url(self.url)} is unreachable "
-                           f"({type(exc).__name__}); generating without the cache")
+                from ..client import notice_once, redis_topic
+                notice_once(redis_topic(self.url), f"nb_model: the Redis cache at {redact_url(self.url)} is "
+                            f"unreachable ({type(exc).__name__}); generating without the cache")
             return default
 
     def lookup(self, key: str) -> Generation | None:

@@ -24,7 +24,11 @@ SESSION_ID = f"{os.getpid()}-{int(time.time())}"
 
 _lock = threading.Lock()
 _stores: dict[tuple, object] = {}
-_warned: set[str] = set()
+
+
+def _said_clear() -> None:
+    from ..client import _said
+    _said.clear()
 
 
 def warn(msg: str) -> None:
@@ -33,9 +37,8 @@ def warn(msg: str) -> None:
 
 
 def _warn_once(topic: str, msg: str) -> None:
-    if topic not in _warned:
-        _warned.add(topic)
-        warn(msg)
+    from ..client import notice_once
+    notice_once(topic, msg)
 
 
 class SessionLog:
@@ -56,6 +59,10 @@ class SessionLog:
     def add(self, row: dict) -> None:
         with self._lock:
             self.rows.append(row)
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return list(self.rows)
 
 
 session = SessionLog()
@@ -143,7 +150,7 @@ def recent_history(n: int | None = None) -> list[dict]:
     local = local_store()
     if local is not None:
         return local.history(n)
-    rows = list(session.rows)
+    rows = session.snapshot()
     return rows[-n:] if n else rows
 
 
@@ -161,6 +168,6 @@ def reset() -> None:
             if store is not None:
                 store.close()
         _stores.clear()
-        _warned.clear()
+        _said_clear()
     location.set_override(None)
     session = SessionLog()

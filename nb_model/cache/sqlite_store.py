@@ -149,7 +149,12 @@ class SQLiteStore:
     def lookup(self, key: str) -> Generation | None:
         row = self._run("read", lambda c: c.execute(
             "SELECT generation FROM entries WHERE key=?", (key,)).fetchone())
-        return Generation.from_dict(json.loads(row[0])) if row else None
+        if not row:
+            return None
+        try:
+            return Generation.from_dict(json.loads(row[0]))
+        except (ValueError, TypeError):
+            return None  # a damaged entry is a miss; the next store replaces it
 
     def store(self, key: str, gen: Generation, head: str) -> None:
         data = json.dumps({**gen.to_dict(), "cached": False}, ensure_ascii=False)

@@ -161,17 +161,22 @@ class SandboxServer:
                     "faults_pending": self.faults.pending()}
 
     def reset(self) -> None:
-        """Zero the counters and drop queued faults."""
+        """Zero the counters, drop queued faults and refill the QPS bucket."""
         with self._lock:
             self._requests = self._completed = self._tokens_out = 0
             self._by_status: dict[str, int] = {}
         self.faults.clear()
+        self._bucket = _Bucket(self.qps) if self.qps > 0 else None
 
     # -- used by the handler ----------------------------------------------------
+    def _arrived(self) -> None:
+        """Count a generation request as soon as it arrives (so stats() is current once a reply began)."""
+        with self._lock:
+            self._requests += 1
+
     def _record(self, status: int | None, tokens: int, completed: bool) -> None:
         key = str(status) if status else "disconnected"
         with self._lock:
-            self._requests += 1
             self._by_status[key] = self._by_status.get(key, 0) + 1
             self._completed += completed
             self._tokens_out += tokens
@@ -464,6 +469,7 @@ def _generation(wire) -> Callable[[_Handler, bytes], None]:
     """A route serving `wire`; every request it sees is counted in the stats."""
     def route(handler: _Handler, raw: bytes) -> None:
         handler.tokens_sent, handler.completed = 0, False
+        handler.server.sandbox._arrived()
         try:
             handler._generate(wire, raw)
         finally:

@@ -105,5 +105,6 @@ STOPWORDS = frozenset(
     "please write tell explain give make into some more than then them they will would could "
     "should shall also just like very long essay short words word sentence sentences paragraph "
     "been being were does done dans avec pour cette sont mais über eine einen einem oder nicht "
-    "para como esta este pero sobre".split()
+    "para como esta este pero sobre describe summarize summarise list name show answer "
+    "json markdown python html famous three".split()
 )

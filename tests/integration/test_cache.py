@@ -143,8 +143,6 @@ def test_env_override_and_file_subcommand(cached, sandbox, tmp_path, monkeypatch
     assert res.success and str(other) in cap.stdout
     run(cached, PROMPT)  # the switched file has no entry yet: a new call, stored there
     assert requests_seen(sandbox, 2) == 2 and rows(other, "entries") == 1
-    monkeypatch.setenv("NB_MODEL_CACHE", "off")
-    run(cached, "%generate cache --file ")
     res, cap = run(cached, "%generate cache --file")
     assert not res.success and "give the cache file" in cap.stderr
 

@@ -132,3 +132,17 @@ def test_unreachable_redis_warns_once_and_generation_goes_on(shell, sandbox, use
     assert not any("hunter2" in n for n in said) and "***@127.0.0.1" in about_cache[0]
     res, cap = run(shell, "%generate cache stats")
     assert res.success and "entries          0" in cap.stdout and "hunter2" not in cap.stdout
+
+
+def test_profile_cache_url_selects_redis(shell, sandbox, db, redis_server, tmp_path, monkeypatch):
+    namespace = "p" + uuid.uuid4().hex[:10]
+    config = tmp_path / "nb_model.toml"
+    config.write_text(f'default = "team"\n[profiles.team]\nendpoint = "{sandbox.url}"\n'
+                      f'cache_url = "{redis_server}?namespace={namespace}"\n')
+    monkeypatch.setenv("NB_MODEL_CONFIG", str(config))
+    shell.user_ns["thing"] = "birds"
+    run(shell, CELL)
+    run(shell, CELL)
+    assert shell.user_ns["g"].cached and requests_seen(sandbox, 1) == 1 and len(keys(db, namespace)) == 1
+    _, cap = run(shell, "%generate config")
+    assert f"namespace={namespace}" in cap.stdout

@@ -196,7 +196,8 @@ def test_llama_engine_serializes_concurrent_requests(engine_server):
     assert len(out) == 3 and len(set(out)) == 1 and out[0].strip()
 
 
-def test_nb_model_serve_engine_llama(gguf, tmp_path):
+def test_nb_model_serve_engine_llama(gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("NB_MODEL_GGUF", gguf)  # the file already assembled (HOME is the test's own)
     port = _free_port()
     argv = [sys.executable, "-m", "nb_model.cli", "serve", "--engine", "llama", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"

@@ -38,8 +38,8 @@ def add_profile(name: str, **settings):
     return add(name, **settings)
 
 
-def sandbox():
-    """The embedded sandbox server of this kernel (started if needed): `.inject(fault)`, `.stats()`."""
+def sandbox_server():
+    """The embedded sandbox server of this kernel (started if needed): `.url`, `.inject(fault)`, `.stats()`."""
     from .client import embedded_sandbox
     return embedded_sandbox()
 

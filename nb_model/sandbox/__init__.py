@@ -10,8 +10,6 @@ costs only the engine's stdlib imports.
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, SimulatedEngine, TokenStream, count_tokens, messages_to_prompt
@@ -51,16 +49,3 @@ def __getattr__(name: str) -> Any:
 
         return SandboxServer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _CallablePackage(types.ModuleType):
-    """Importing this package sets `nb_model.sandbox` to it, hiding the function `nb_model.sandbox()`;
-    calling the package does what that function does, so `nb_model.sandbox()` always works."""
-
-    def __call__(self):
-        from ..client import embedded_sandbox
-
-        return embedded_sandbox()
-
-
-sys.modules[__name__].__class__ = _CallablePackage

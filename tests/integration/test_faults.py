@@ -96,7 +96,7 @@ def test_retried_or_one_line(sandbox, profile_file, shell, via, fault, times, pr
         if fault == "429-ms":
             assert 0.18 <= elapsed < 0.37  # waited the 200 ms hint, not a default backoff (>= 0.375 s)
         if via == "magic":
-            assert f"retrying in" in attempt.footer and f"(1/{retries})" in attempt.footer  # the retry was said, as a notice
+            assert "retrying in" in attempt.footer and f"(1/{retries})" in attempt.footer  # the retry was said, as a notice
     else:
         line = one_line(message, via)
         assert words in line and "<html" not in line.lower()

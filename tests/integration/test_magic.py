@@ -126,7 +126,6 @@ def test_config_defaults_and_subcommands(shell, sandbox, use_endpoint, monkeypat
 
 
 def test_help_lists_options(shell):
-    from IPython.core.magic_arguments import construct_parser
     doc = shell.find_cell_magic("generate").__doc__
     for opt in ("--max-tokens", "--temperature", "--top-p", "--top-k", "--language", "--system", "--format",
                 "--out", "--no-stream", "--profile", "--model"):
@@ -144,3 +143,21 @@ def test_profiles_file_and_key_refusal(shell, sandbox, tmp_path, monkeypatch):
     cfg.write_text('[profiles.bad]\nendpoint = "http://x"\nkey = "abc"\n')
     res, cap = run(shell, "%%generate -p bad\nhi")
     assert "holds a key" in cap.stderr and "abc" not in cap.stderr
+
+
+def test_profile_defaults_apply_to_cells(shell, sandbox):
+    import nb_model
+    nb_model.add_profile("terse", endpoint=sandbox.url, defaults={"max_tokens": 6, "temperature": 0.0})
+    res, cap = run(shell, "%%generate -p terse -o g\nhello")
+    assert res.success and shell.user_ns["g"].params == {"max_tokens": 6, "temperature": 0.0}
+    res, cap = run(shell, "%%generate -p terse --max-tokens 9 -o g\nhello")
+    assert shell.user_ns["g"].params["max_tokens"] == 9
+
+
+def test_sandbox_server_accessor_survives_subpackage_import():
+    import nb_model
+    from nb_model.config import resolve_profile
+    import nb_model.sandbox  # noqa: F401 - the subpackage import must not hide the accessor
+    resolve_profile()
+    server = nb_model.sandbox_server()
+    assert server.url.startswith("http://127.0.0.1:") and server is nb_model.sandbox_server()

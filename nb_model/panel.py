@@ -51,6 +51,14 @@ class _Column:
         self.text = ""
         self._sent = 0.0
 
+    def close(self) -> None:
+        """Release the column's widget models in the kernel (and their layouts and styles)."""
+        for w in (self.header, self.body, self.stats, self.box):
+            for part in (getattr(w, "layout", None), getattr(w, "style", None)):
+                if part is not None:
+                    part.close()
+            w.close()
+
     def show(self, text: str, *, final: bool = False) -> None:
         """Update the text at a bounded, size-aware rate (every update re-sends the whole value)."""
         now = time.monotonic()
@@ -295,6 +303,8 @@ class Panel:
         self.stop_button.disabled = not running
 
     def _show_columns(self, labels: list[str | None]) -> None:
+        for old in self._columns:
+            old.close()
         self._columns = [_Column(self._w, label) for label in labels]
         self.output.children = [c.box for c in self._columns]
 

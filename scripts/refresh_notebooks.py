@@ -18,7 +18,9 @@ def refresh(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     shutil.rmtree(os.path.join(folder, ".nb_model"), ignore_errors=True)  # outputs as on a first run
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}).execute()
+    nb.metadata.pop("widgets", None)  # widget state holds timings: keep it out of the saved file
+    NotebookClient(nb, timeout=600, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": folder}}).execute()
     nbformat.write(nb, path)
     print(f"refreshed {path}")
 

@@ -1,0 +1,9 @@
+"""Project-wide pytest setup: the tutorial notebooks are checked by nbval with our sanitize file."""
+from pathlib import Path
+
+SANITIZE = Path(__file__).parent / "notebooks" / "nbval-sanitize.cfg"
+
+
+def pytest_configure(config):
+    if getattr(config.option, "nbval_sanitize_with", "unset") is None:
+        config.option.nbval_sanitize_with = str(SANITIZE)  # absolute: works from any folder

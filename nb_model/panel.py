@@ -332,8 +332,8 @@ class Panel:
         except Exception as exc:  # noqa: BLE001 - one line in the panel, never a traceback
             self.status.value = error_html(one_line(exc))
         finally:
+            self._set_running(False)  # before dropping the thread, so wait() never returns ahead of it
             self._thread = None
-            self._set_running(False)
 
     @staticmethod
     def _status(run: PanelRun) -> str:

@@ -12,9 +12,19 @@ ENV_VARS = ("MODEL_API_KEY", "NB_MODEL_API_KEY", "NB_MODEL_ENDPOINT", "NB_MODEL_
             "NB_MODEL_RELAY_TOKEN", "NB_MODEL_RELAY_PROFILES", "NB_MODEL_LOCAL", "JPY_SESSION_NAME")
 
 
+@pytest.fixture
+def _env_snapshot():
+    """Put os.environ back as it was, after every other teardown (monkeypatch's included): a Jupyter
+    server started in this process exports relay variables for its kernels."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+
+
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No setting leaks in from the developer's machine; each test runs in its own folder."""
+def clean_env(_env_snapshot, monkeypatch, tmp_path):
+    """No setting leaks in from the developer's machine, nor out of a test; each test runs in its own folder."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "home").mkdir()
@@ -26,6 +36,7 @@ def clean_env(monkeypatch, tmp_path):
     client._clients.clear()
     client._said.clear()
     config.set_session_profile(None)
+    config._session_profiles.clear()
     cache.reset()
     yield
     cache.reset()

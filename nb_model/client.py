@@ -28,7 +28,20 @@ EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, wh
 INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
 EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox serving that engine
 
-_notice_handler: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+def _default_notice(msg: str) -> None:
+    """A muted display line inside IPython/Jupyter, else a line on stderr."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = lambda: None  # noqa: E731
+    if get_ipython() is not None:
+        from .display import show_notice
+        show_notice(msg)
+    else:
+        print(msg, file=sys.stderr)
+
+
+_notice_handler: Callable[[str], None] = _default_notice
 _embedded: dict[str, Any] = {}  # engine name -> its in-kernel sandbox server
 _embedded_lock = threading.Lock()
 

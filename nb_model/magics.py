@@ -219,12 +219,8 @@ def cmd_help(magics: NbModel, args: list[str]) -> None:
 
 
 def register(ipython) -> None:
-    """Register the magics and make `%config NbModel.x = ...` work."""
-    from . import client
-    from .display import show_notice
-
+    """Register the magics and make `%config NbModel.x = ...` work (imports nothing heavier)."""
     magics = NbModel(shell=ipython)
     ipython.register_magics(magics)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
-    client.set_notice_handler(show_notice)

@@ -16,6 +16,7 @@ if [[ ",$extras," == *",local,"* ]]; then
     .venv/bin/python -m pip wheel -q --no-deps -w "$wheels" "llama-cpp-python>=0.3"
   fi
   export PIP_FIND_LINKS="$wheels ${PIP_FIND_LINKS:-}"
+  export PIP_PREFER_BINARY=1  # take the kept wheel even when the index has a newer source release
 fi
 if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
   missing=()

@@ -356,14 +356,11 @@ def run_magic(magics, args, cell: str) -> None:
         raise UsageError(f"--over {args.over}: no variable of that name; define a list or Series first")
     if args.no_interpolate or getattr(args, "chat", None):
         raise UsageError("--over fills the cell from each item: drop --no-interpolate / --chat")
-    if args.out and not args.out.isidentifier():
-        raise UsageError(f"--out needs a variable name, got {args.out!r}")
-    cache = "refresh" if getattr(args, "refresh", False) else "off" if getattr(args, "no_cache", False) else "use"
     start = time.perf_counter()
     try:
         results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns,
                                 profile=args.profile or magics.profile, model=args.model or magics.model,
-                                system=args.system or magics.system, cache=cache, **magics.params(args))
+                                system=args.system or magics.system, cache=args.cache, **magics.params(args))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     magics._store(args, results)

@@ -15,10 +15,10 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import protocols
-from .config import Profile, resolve_profile, validate_params
+from .config import Profile, redact_url, resolve_profile, validate_params
 from .errors import (APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, ProtocolError,
                      StreamBroken)
-from .limits import bucket_for
+from .limits import bucket_for, wait_interruptibly
 from .protocols import Chunk, Spec
 from .results import Generation, Usage
 
@@ -306,20 +306,14 @@ class Stream:
                     if attempt:
                         exc.args = (f"{exc} ({attempt + 1} attempts)",)
                     raise
-                delay = backoff_delay(attempt, getattr(exc, "headers", None))
+                delay = backoff_delay(attempt, exc.headers)
                 if delay > MAX_HINT_S:
                     raise APIError(f"{exc} (server asks to wait {delay:.0f} s: try later)",
                                    status=exc.status, request_id=exc.request_id) from None
                 attempt += 1
                 if self.on_retry:
                     self.on_retry(f"{exc.what} — retrying in {delay:.1f} s ({attempt}/{self.max_retries})")
-                self._sleep(delay)
-
-    @staticmethod
-    def _sleep(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
+                wait_interruptibly(delay)
 
     def _attempt(self, start: float) -> Iterator[str]:
         client, profile = self.client, self.client.profile
@@ -349,10 +343,8 @@ class Stream:
             resp.close()
             rid = f" [request {request_id}]" if request_id else ""
             what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid}"
-            err = APIError(f"{what} — {_advice(resp.status_code, profile)}", what=what,
-                           status=resp.status_code, request_id=request_id)
-            err.headers = dict(resp.headers)
-            raise err
+            raise APIError(f"{what} — {_advice(resp.status_code, profile)}", what=what,
+                           status=resp.status_code, request_id=request_id, headers=dict(resp.headers))
         if self.streaming:
             yield from self._read_stream(resp, adapter, start)
         else:
@@ -488,7 +480,7 @@ class Client:
         else:
             what = f"connection failed ({name})"
         tail = " — check that the server is running, then re-run" if advice else ""
-        return self.redact(f"{what} talking to {url}{tail}")
+        return self.redact(f"{what} talking to {redact_url(url)}{tail}")
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
              **params) -> Spec:

@@ -123,8 +123,6 @@ def start_jobs(variants: list[dict[str, Any]], *, prompt: str, system: str | Non
         s = client.stream(prompt, system=system, stream=stream, cache=cache, on_retry=on_retry,
                           **{**(params or {}), **extra})
         jobs.append(Job(label(variant), s, client.profile.max_tokens_cap))
-    for client in {id(j.stream.client): j.stream.client for j in jobs}.values():
-        client.endpoint()  # start the embedded sandbox here, not in a worker thread
     return jobs
 
 
@@ -212,15 +210,12 @@ def run_magic(magics, args, cell: str) -> None:
     for other in ("chat", "over"):
         if getattr(args, other, None):
             raise UsageError(f"--compare cannot be combined with --{other}")
-    refresh, no_cache = getattr(args, "refresh", False), getattr(args, "no_cache", False)
-    if refresh and no_cache:
-        raise UsageError("use either --refresh or --no-cache, not both")
     try:
         jobs = start_jobs(parse_compare(args.compare), prompt=magics.prompt(args, cell),
                           system=args.system or magics.system, profile=args.profile or magics.profile,
                           model=args.model or magics.model, params=magics.params(args),
                           stream=magics.stream and not args.no_stream, on_retry=show_notice,
-                          cache="refresh" if refresh else "off" if no_cache else "use")
+                          cache=args.cache)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     interrupted = False

@@ -20,9 +20,12 @@ PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
 SEED_PRICE_PER_1M = 12.0
 
 
+_SECRET_QUERY = re.compile(r"([?&](?:password|pass|passwd|key|api_key|apikey|token|secret)=)[^&#]*", re.I)
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password (for outputs)."""
-    return re.sub(r"//[^@/]*@", "//***@", url)
+    """The URL without credentials (user:password@ or ?password=/token=/key= values), for outputs."""
+    return _SECRET_QUERY.sub(r"\1***", re.sub(r"//[^@/]*@", "//***@", url))
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Profile:
 
     def summary(self) -> dict[str, Any]:
         info = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
-        info["endpoint"] = self.endpoint or "embedded sandbox (started on first use)"
+        info["endpoint"] = redact_url(self.endpoint) if self.endpoint else "embedded sandbox (started on first use)"
         info["key"] = self.key_status()
         if self.cache_url:
             info["cache_url"] = redact_url(self.cache_url)
@@ -79,6 +82,11 @@ BUILTIN: dict[str, Profile] = {
 }
 
 _FIELD_NAMES = {f.name for f in fields(Profile)}
+_FIELD_TYPES = {"endpoint": str, "protocol": str, "model": str, "key_env": str, "max_tokens_cap": int,
+                "context_window": int, "qps": float, "price_per_1m": float, "max_retries": int,
+                "connect_timeout": float, "read_timeout": float, "defaults": dict, "description": str,
+                "cache_url": str}
+_OPTIONAL = {"endpoint", "model", "key_env", "cache_url"}
 
 
 def _parse_toml(path: Path) -> dict:
@@ -113,7 +121,22 @@ def profile_from_dict(name: str, data: dict) -> Profile:
     protocol = data.get("protocol", "seed")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"profile {name!r}: protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
-    return Profile(name=name, **data)
+    return Profile(name=name, **{k: _typed(name, k, v) for k, v in data.items()})
+
+
+def _typed(profile: str, field: str, value):
+    """A profile setting converted to its field's type, or one ConfigError line."""
+    kind = _FIELD_TYPES[field]
+    if value is None and field in _OPTIONAL:
+        return None
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (str, dict) and isinstance(value, kind):
+        return value
+    what = {float: "a number", int: "an integer", str: "a string", dict: "a table"}[kind]
+    raise ConfigError(f"profile {profile!r}: {field} must be {what}, got {value!r}")
 
 
 def _env_profile() -> Profile | None:

@@ -75,7 +75,8 @@ class LiveOutput:
     def __init__(self, fmt: str = "text") -> None:
         self.fmt = fmt
         self.text = ""
-        self._rich = fmt != "text" and in_kernel()
+        self._kernel = in_kernel()
+        self._rich = fmt != "text" and self._kernel
         self._handle = None
         self._last = 0.0
         self._shown = 0
@@ -84,7 +85,7 @@ class LiveOutput:
         self.text += delta
         if not self._rich:
             sys.stdout.write(delta)
-            if not in_kernel():
+            if not self._kernel:
                 sys.stdout.flush()
             return
         now = time.monotonic()
@@ -95,8 +96,8 @@ class LiveOutput:
 
     def _preview(self) -> None:
         bundle = {"text/plain": self.text}
-        if self._handle is None:
-            self._handle = _publish({"text/plain": ""}, display_id=True)
+        if self._handle is None:  # first published empty: nbval records a handle's first bundle, and the
+            self._handle = _publish({"text/plain": ""}, display_id=True)  # saved notebook ends it empty too
         self._handle.update(bundle, raw=True)
 
     def finish(self, gen=None) -> None:
@@ -128,7 +129,8 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     warnings = []
     if gen.finish_reason == "length":
         limit = gen.params.get("max_tokens")
-        warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap or 2048})")
+        at = f"max_tokens={limit}" if limit else "the server's default length"
+        warnings.append(f"truncated at {at}: raise --max-tokens (cap {cap or 2048})")
     elif gen.finish_reason == "content_filter":
         warnings.append("the output was filtered by the server's content filter and is incomplete")
     elif gen.finish_reason == "interrupted":

@@ -21,12 +21,12 @@ class APIError(NbModelError):
     """The server answered with an error status."""
 
     def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None,
-                 retry_after: float | None = None, partial=None, what: str | None = None):
+                 headers: dict | None = None, partial=None, what: str | None = None):
         super().__init__(message)
         self.what = what or message  # the message without its advice, for retry notices
         self.status = status
         self.request_id = request_id
-        self.retry_after = retry_after
+        self.headers = headers or {}  # the reply's headers: Retry-After hints for the retry loop
         self.partial = partial
 
 

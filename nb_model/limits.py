@@ -30,10 +30,7 @@ return string.format('%.6f', wait)
 """
 
 
-RETRY_AFTER_S = 30.0  # after a Redis failure, use the process's bucket this long before trying again
-
-
-def _wait(seconds: float) -> None:
+def wait_interruptibly(seconds: float) -> None:
     """Sleep in short steps so a KeyboardInterrupt stops a waiting caller promptly."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
@@ -68,7 +65,7 @@ class TokenBucket:
         if self.rate <= 0:
             return 0.0
         wait = self._reserve()
-        _wait(wait)
+        wait_interruptibly(wait)
         return wait
 
 
@@ -89,9 +86,8 @@ class RedisBucket:
     def _reserve(self) -> float:
         with self._lock:
             if self._script is None:
-                import redis
-                conn = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0)
-                self._script = conn.register_script(_RESERVE_LUA)
+                from .cache.redis_store import redis_client
+                self._script = redis_client(self.url).register_script(_RESERVE_LUA)
         return float(self._script(keys=[self.key], args=[1.0 / self.rate, self.burst]))
 
     def acquire(self) -> float:
@@ -103,13 +99,13 @@ class RedisBucket:
             except Exception as exc:  # noqa: BLE001 - ImportError, connection or server errors alike
                 self._fall_back(exc)
             else:
-                _wait(wait)
+                wait_interruptibly(wait)
                 return wait
         return self.fallback.acquire()
 
     def _fall_back(self, exc: Exception) -> None:
+        from .cache.redis_store import RETRY_AFTER_S, redact_url
         self._down_until = time.monotonic() + (RETRY_AFTER_S if not isinstance(exc, ImportError) else float("inf"))
-        from .cache.redis_store import redact_url
         from .client import notice_once, redis_topic
         reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
             else type(exc).__name__

@@ -88,6 +88,11 @@ class NbModel(Magics):
         if args.subcommand:
             raise UsageError(f"unexpected words {' '.join(args.subcommand)!r} after %%generate: "
                              "options start with - (see %%generate?)")
+        if args.out and not args.out.isidentifier():
+            raise UsageError(f"--out needs a variable name, got {args.out!r}")
+        if args.refresh and args.no_cache:
+            raise UsageError("use either --refresh or --no-cache, not both")
+        args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
         if args.compare:
             from .compare import run_magic
             return run_magic(self, args, cell)
@@ -113,28 +118,29 @@ class NbModel(Magics):
         from .display import LiveOutput, show_footer, show_notice
 
         fmt = args.format or self.format
-        if args.refresh and args.no_cache:
-            raise UsageError("use either --refresh or --no-cache, not both")
         chat = conversation(self.shell, args.chat) if args.chat else None
         try:
             client = client_for(args.profile or self.profile, model=args.model or self.model)
             prompt = self.prompt(args, cell)
             stream = client.stream(prompt, system=args.system or self.system,
                                    messages=chat.messages() if chat else None,
-                                   cache="refresh" if args.refresh else "off" if args.no_cache else "use",
+                                   cache=args.cache,
                                    stream=self.stream and not args.no_stream, on_retry=show_notice,
                                    **self.params(args))
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         live = LiveOutput(fmt)
+        deltas = iter(stream)
         try:
             try:
-                for delta in stream:
+                for delta in deltas:
                     live.write(delta)
-            except KeyboardInterrupt:  # landed outside the stream's own read: same outcome
-                stream.close()
-                stream.generation.finish_reason = "interrupted"
-                raise Interrupted("stopped by user; partial text kept", partial=stream.generation) from None
+            except KeyboardInterrupt:  # landed outside the stream's read: hand it to the stream's own handling
+                try:
+                    deltas.throw(KeyboardInterrupt)
+                except KeyboardInterrupt:  # the stream had already ended (or replayed the cache)
+                    raise Interrupted("stopped by user; the text above is complete", partial=stream.generation) \
+                        from None
         except NbModelError as exc:
             gen = getattr(exc, "partial", None) or stream.generation
             live.finish(gen)
@@ -150,9 +156,7 @@ class NbModel(Magics):
         self._store(args, gen)
 
     def _store(self, args, gen) -> None:
-        if args.out:
-            if not args.out.isidentifier():
-                raise UsageError(f"--out needs a variable name, got {args.out!r}")
+        if args.out:  # a valid name: checked before anything was sent
             self.shell.user_ns[args.out] = gen
 
     # -- the line magic -------------------------------------------------
@@ -195,14 +199,15 @@ def cmd_config(magics: NbModel, args: list[str]) -> None:
 
 def cmd_profiles(magics: NbModel, args: list[str]) -> None:
     """Known profiles; the default is marked with *."""
-    from .config import default_profile_name, load_profiles, profiles_path
+    from .config import default_profile_name, load_profiles, profiles_path, redact_url
     profiles, file_default = load_profiles()
     default = magics.profile or default_profile_name(profiles, file_default)
     rows = []
     for name in sorted(profiles):
         p = profiles[name]
         mark = "*" if name == default else " "
-        rows.append((f"{mark} {name}", f"{p.protocol:18} {p.model or '-':14} {p.endpoint or 'embedded sandbox'}"))
+        where = redact_url(p.endpoint) if p.endpoint else "embedded sandbox"
+        rows.append((f"{mark} {name}", f"{p.protocol:18} {p.model or '-':14} {where}"))
     _table(rows)
     print(f"profiles file: {profiles_path() or 'none (set NB_MODEL_CONFIG or create nb_model.toml)'}")
 

@@ -7,6 +7,8 @@ ipywidgets is imported only when a panel is made.
 """
 from __future__ import annotations
 
+import html
+
 import shlex
 import threading
 import time
@@ -294,7 +296,7 @@ class Panel:
         return shell.user_ns if shell is not None else {}
 
     def _notice(self, message: str) -> None:
-        self.status.value = f'<span style="color:#777">{message}</span>'
+        self.status.value = f'<span style="color:#777">{html.escape(message)}</span>'
 
     def _set_running(self, running: bool) -> None:
         self.generate_button.disabled = running

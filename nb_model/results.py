@@ -45,9 +45,6 @@ class Generation:
             f"cached={self.cached})"
         )
 
-    def _repr_markdown_(self) -> str | None:
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

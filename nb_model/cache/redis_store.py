@@ -21,7 +21,13 @@ from ..config import redact_url
 from ..results import Generation
 
 SCHEMES = ("redis", "rediss", "unix")
-RETRY_AFTER_S = 30.0  # after a failure, try the server again this much later
+RETRY_AFTER_S = 30.0  # after a failure, try the server again this much later (cache and rate limit alike)
+
+
+def redis_client(url: str):
+    """A redis-py client with short timeouts, so a dead server costs a notebook little."""
+    import redis
+    return redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
 BATCH = 500
 
 
@@ -57,9 +63,8 @@ class RedisStore:
 
         self.url, self.namespace, self.ttl, problem = parse_cache_url(url)
         self.prefix = f"nb_model:{self.namespace}:"
-        self._warned = False
         self._down_until = 0.0
-        self.client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0)
+        self.client = redis_client(self.url)
         if problem:
             warn(f"nb_model: {problem}")
 
@@ -77,11 +82,9 @@ class RedisStore:
             return fn(self.client)
         except (redis.RedisError, OSError, ValueError) as exc:
             self._down_until = time.monotonic() + RETRY_AFTER_S
-            if not self._warned:
-                self._warned = True
-                from ..client import notice_once, redis_topic
-                notice_once(redis_topic(self.url), f"nb_model: the Redis cache at {redact_url(self.url)} is "
-                            f"unreachable ({type(exc).__name__}); generating without the cache")
+            from ..client import notice_once, redis_topic
+            notice_once(redis_topic(self.url), f"nb_model: the Redis cache at {redact_url(self.url)} is "
+                        f"unreachable ({type(exc).__name__}); generating without the cache")
             return default
 
     def lookup(self, key: str) -> Generation | None:

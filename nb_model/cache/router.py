@@ -95,6 +95,10 @@ def shared_store(url: str) -> RedisStore | None:
                 _warn_once("redis-missing", "nb_model: a Redis cache URL is set but redis-py is not installed "
                                             "(pip install 'nb_model[redis]'); using the per-notebook SQLite cache")
                 _stores[key] = None
+            except ValueError as exc:  # e.g. a port that is not a number
+                _warn_once(f"bad-url:{url}", f"nb_model: cache URL {redact_url(url)!r} is not valid ({exc}); "
+                                             "using the per-notebook SQLite cache")
+                _stores[key] = None
         return _stores[key]
 
 

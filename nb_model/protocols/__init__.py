@@ -25,6 +25,11 @@ class Chunk:
     done: bool = False  # the server said the reply is complete
 
 
+def error_chunk(err) -> Chunk:
+    """The `error` member of a reply (an object with a message, or anything) as an error Chunk."""
+    return Chunk(error=str(err.get("message", err)) if isinstance(err, dict) else str(err))
+
+
 def checked(chunk: Chunk) -> Chunk:
     """Reject metadata of the wrong type so callers never trip over it."""
     if chunk.finish_reason is not None and not isinstance(chunk.finish_reason, str):

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked
+from . import Chunk, Spec, checked, error_chunk
 from .sse import SSEDecoder
 
 SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed")
@@ -22,10 +22,6 @@ def _base(endpoint: str) -> str:
 def _language_hint(spec: Spec) -> str | None:
     lang = spec.params.get("language")
     return f"Answer in the language with code '{lang}'." if lang else None
-
-
-def _error_text(err) -> str:
-    return err.get("message", str(err)) if isinstance(err, dict) else str(err)
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ class Adapter:
         if not isinstance(obj, dict):
             raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
         if obj.get("error"):
-            return Chunk(error=_error_text(obj["error"]))
+            return error_chunk(obj["error"])
         choices = obj.get("choices")
         if not isinstance(choices, list):
             raise ProtocolError('reply has no "choices" list')

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked
+from . import Chunk, Spec, checked, error_chunk
 from .lines import LineSplitter
 
 DEFAULT_PATH = "/v1/generate"
@@ -29,8 +29,7 @@ def _chunk(obj, *, whole: bool) -> Chunk:
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("error"):
-        err = obj["error"]
-        return Chunk(error=err.get("message", str(err)) if isinstance(err, dict) else str(err))
+        return error_chunk(obj["error"])
     text = obj.get("output" if whole else "text", "")
     if text is None:
         text = ""

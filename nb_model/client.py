@@ -124,12 +124,31 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
     return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
 
 
+_in_flight = threading.local()  # .stream: the Stream whose request this thread is sending
+
+
+def _tracked_pool(base):
+    """A urllib3 pool class that hands the connection it lends to the Stream sending on this thread,
+    so `Stream.close()` can wake a request still waiting for the server's first byte."""
+    class Tracked(base):
+        def _get_conn(self, timeout=None):
+            conn = super()._get_conn(timeout)
+            stream = getattr(_in_flight, "stream", None)
+            if stream is not None:
+                stream._conn = conn
+            return conn
+    return Tracked
+
+
 def _session():
     import requests
     from requests.adapters import HTTPAdapter
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    adapter.poolmanager.pool_classes_by_scheme = {"http": _tracked_pool(HTTPConnectionPool),
+                                                  "https": _tracked_pool(HTTPSConnectionPool)}
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -175,9 +194,9 @@ def _advice(status: int, profile: Profile) -> str:
     return "fix the request parameters"
 
 
-def _wake_reader(resp) -> None:
-    """Shut the socket down so a read blocked in another thread returns now (close alone does not)."""
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+def _wake_reader(conn) -> None:
+    """Shut the connection's socket down so a read blocked in another thread returns now (close alone does not)."""
+    sock = getattr(conn, "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
@@ -204,6 +223,7 @@ class Stream:
         profile = client.profile
         self.generation = Generation(model=profile.model or "", profile=profile.name, params=dict(spec.params))
         self._response = None
+        self._conn = None  # the connection of the request in flight, before its response exists
         self._closed = False
         self._consumed = False
 
@@ -258,14 +278,17 @@ class Stream:
         return self.generation.text
 
     def close(self) -> None:
+        """Stop now, from any thread: also while the request still waits for the server's first byte."""
         self._closed = True
+        if self._response is None and self._conn is not None:
+            _wake_reader(self._conn)
         self._release()
 
     def _release(self) -> None:
         """Close the current HTTP response (a retry opens a new one)."""
         resp, self._response = self._response, None
         if resp is not None:
-            _wake_reader(resp)
+            _wake_reader(getattr(resp.raw, "connection", None))
             try:
                 resp.close()
             except Exception:  # noqa: BLE001 - closing a dead socket is fine
@@ -329,12 +352,19 @@ class Stream:
         if self._closed:  # closed while waiting for the limiter: send nothing
             self.generation.finish_reason = "stopped"
             return
+        _in_flight.stream = self
         try:
             resp = client.session.post(url, json=body, headers=headers, stream=True,
                                        timeout=(profile.connect_timeout, profile.read_timeout))
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes one line
+            if self._closed:  # woken by close(): not a failure
+                self.generation.finish_reason = "stopped"
+                return
             raise ConnectionFailed(client.describe_failure(exc, url),
                                    what=client.describe_failure(exc, url, advice=False)) from None
+        finally:
+            _in_flight.stream = None
+            self._conn = None  # from here on the response owns the connection (or it went back to the pool)
         self._response = resp
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         self.generation.request_id = request_id

@@ -140,3 +140,16 @@ def test_session_reuses_connections(sandbox):
         c.generate("hi", max_tokens=3)
     pool = c.session.get_adapter(sandbox.url).poolmanager
     assert sum(len(p.pool.queue) if p.pool else 0 for p in pool.pools._container.values()) >= 1
+
+
+def test_close_while_waiting_for_the_first_byte(sandbox):
+    """Stop works before the server answered at all (a stalled server, a queued local model)."""
+    c = client(sandbox, read_timeout=30)
+    sandbox.inject("stall-before:5", times=1)
+    s = c.stream("hello", max_tokens=5)
+    threading.Timer(0.3, s.close).start()
+    t = time.perf_counter()
+    assert list(s) == []
+    assert time.perf_counter() - t < 1.0
+    assert s.generation.finish_reason == "stopped"
+    assert c.generate("hello again", max_tokens=5).text  # the pool still works afterwards

@@ -69,13 +69,12 @@ def one_line(exc: BaseException) -> str:
 
 
 class Job:
-    """One variant: a `Stream` read in a worker thread; `text` grows as deltas arrive."""
+    """One variant: a `Stream` read in a worker thread; `text` (the Generation's) grows as deltas arrive."""
 
     def __init__(self, label: str, stream, cap: int) -> None:
         self.label = label
         self.stream = stream
         self.cap = cap
-        self.text = ""
         self.error: str | None = None
         self.exc: BaseException | None = None
         self.done = threading.Event()
@@ -85,10 +84,14 @@ class Job:
     def generation(self):
         return self.stream.generation
 
+    @property
+    def text(self) -> str:
+        return self.generation.text
+
     def run(self) -> None:
         try:
-            for delta in self.stream:
-                self.text += delta
+            for _ in self.stream:  # the stream appends each delta to its Generation
+                pass
         except BaseException as exc:  # noqa: BLE001 - reported as one line, never a traceback
             if self.stop_requested is not None:
                 self.generation.finish_reason = "stopped"

@@ -149,7 +149,7 @@ def settled(server, expected: int, timeout: float = 4.0) -> dict:
     while server.stats()["requests"] < expected and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.1)  # a request beyond `expected` would show up now
-    return server.stats()
+    return server.wait_idle(timeout)
 
 
 def _free_port() -> int:

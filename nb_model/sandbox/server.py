@@ -100,7 +100,8 @@ class SandboxServer:
         self._api_key = api_key
         self._bucket = _Bucket(qps) if qps > 0 else None
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._in_flight = self._epoch = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.reset()
@@ -160,26 +161,41 @@ class SandboxServer:
                     "completed": self._completed, "tokens_out": self._tokens_out,
                     "faults_pending": self.faults.pending()}
 
-    def reset(self) -> None:
-        """Zero the counters, drop queued faults and refill the QPS bucket."""
+    def wait_idle(self, timeout: float = 5.0) -> dict[str, Any]:
+        """stats() once no generation request is still being handled (a handler records as it ends,
+        which can be just after its client has read the reply); gives up after `timeout` seconds."""
         with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout)
+        return self.stats()
+
+    def reset(self) -> None:
+        """Zero the counters, drop queued faults and refill the QPS bucket. Requests that arrived
+        before are not counted when they end."""
+        with self._lock:
+            self._epoch += 1
             self._requests = self._completed = self._tokens_out = 0
             self._by_status: dict[str, int] = {}
         self.faults.clear()
         self._bucket = _Bucket(self.qps) if self.qps > 0 else None
 
     # -- used by the handler ----------------------------------------------------
-    def _arrived(self) -> None:
-        """Count a generation request as soon as it arrives (so stats() is current once a reply began)."""
+    def _arrived(self) -> int:
+        """Count a generation request as soon as it arrives (so stats() is current once a reply began);
+        returns the counting period it belongs to."""
         with self._lock:
             self._requests += 1
+            self._in_flight += 1
+            return self._epoch
 
-    def _record(self, status: int | None, tokens: int, completed: bool) -> None:
+    def _record(self, epoch: int, status: int | None, tokens: int, completed: bool) -> None:
         key = str(status) if status else "disconnected"
         with self._lock:
-            self._by_status[key] = self._by_status.get(key, 0) + 1
-            self._completed += completed
-            self._tokens_out += tokens
+            if epoch == self._epoch:
+                self._by_status[key] = self._by_status.get(key, 0) + 1
+                self._completed += completed
+                self._tokens_out += tokens
+            self._in_flight -= 1
+            self._lock.notify_all()
 
     def _authorized(self, header: str | None) -> bool:
         if not self._api_key:
@@ -469,11 +485,11 @@ def _generation(wire) -> Callable[[_Handler, bytes], None]:
     """A route serving `wire`; every request it sees is counted in the stats."""
     def route(handler: _Handler, raw: bytes) -> None:
         handler.tokens_sent, handler.completed = 0, False
-        handler.server.sandbox._arrived()
+        epoch = handler.server.sandbox._arrived()
         try:
             handler._generate(wire, raw)
         finally:
-            handler.server.sandbox._record(handler.status_sent, handler.tokens_sent, handler.completed)
+            handler.server.sandbox._record(epoch, handler.status_sent, handler.tokens_sent, handler.completed)
     return route
 
 

@@ -242,7 +242,7 @@ def test_redis_limiter_keeps_several_processes_under_the_server_limit(redis_serv
     with SandboxServer(port=0, qps=20) as server:  # the seed API's limit; the client profile says 20 too
         url = f"{redis_server}?namespace=t{uuid.uuid4().hex[:8]}"
         shared = run_processes(server, tmp_path, url)
-        stats = server.stats()
+        stats = server.wait_idle()
         assert stats["by_status"].get("429", 0) == 0 and all(not r["errors"] for r in shared), stats
         assert stats["requests"] == 45
         span = max(r["end"] for r in shared) - min(r["start"] for r in shared)
@@ -250,7 +250,7 @@ def test_redis_limiter_keeps_several_processes_under_the_server_limit(redis_serv
         assert min(r["end"] for r in shared) > max(r["start"] for r in shared)  # they really overlapped
         server.reset()
         alone = run_processes(server, tmp_path, "local")  # the control: each process limits only itself
-        assert server.stats()["by_status"].get("429", 0) > 0
+        assert server.wait_idle()["by_status"].get("429", 0) > 0
         assert any("HTTP 429" in e for r in alone for e in r["errors"])
 
 

@@ -258,7 +258,7 @@ def test_qps_limit():
         assert 5 <= len(limited) <= 20 and len(replies) - len(limited) >= 20
         assert all(int(r.headers["Retry-After"]) >= 1 for r in limited)
         assert error_of(limited[0])["message"] == "rate limit exceeded: 20 requests per second"
-        assert server.stats()["by_status"]["429"] == len(limited)
+        assert server.wait_idle()["by_status"]["429"] == len(limited)
 
 
 # -- fault injection ------------------------------------------------------------------
@@ -383,6 +383,7 @@ def test_stats_and_reset(srv):
     seed(srv, {"max_tokens": 0})
     seed(srv, headers={"X-Sandbox-Fault": "503"})
     requests.get(srv.url + "/health")  # not a generation request
+    srv.wait_idle()  # each handler records just after its reply
     stats = requests.get(srv.url + "/sandbox/stats").json()
     assert stats["requests"] == 4 and stats["completed"] == 2 and stats["tokens_out"] == 10
     assert stats["by_status"] == {"200": 2, "400": 1, "503": 1}
@@ -401,10 +402,23 @@ def test_client_disconnect_is_quiet(capfd):
         r.close()
         time.sleep(0.2)
         assert seed(server, {"max_tokens": 3}).status_code == 200
-        stats = server.stats()
+        stats = server.wait_idle()
         assert stats["completed"] == 1 and stats["tokens_out"] < 2048 + 3
     out, err = capfd.readouterr()
     assert err == "" and out == ""
+
+
+def test_reset_forgets_requests_still_running():
+    with SandboxServer(qps=0, token_rate=100) as server:
+        r = seed(server, {"max_tokens": 20}, headers={"X-Stream": "true"}, stream=True)
+        lines = r.iter_lines()
+        next(lines)
+        server.reset()  # the stream is still being sent
+        assert len(list(lines)) >= 19
+        assert server.wait_idle() == {"requests": 0, "by_status": {}, "completed": 0, "tokens_out": 0,
+                                      "faults_pending": []}
+        seed(server, {"max_tokens": 3})
+        assert server.wait_idle()["by_status"] == {"200": 1}
 
 
 def test_access_log_never_shows_the_key(capfd):

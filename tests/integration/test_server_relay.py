@@ -199,7 +199,7 @@ def test_kernel_streams_through_relay_without_the_key(serve, monkeypatch, upstre
     assert KEY_ENV not in result["env"]
     assert UPSTREAM_KEY not in json.dumps(result["env"])
     assert result["env"][TOKEN_ENV] == server.kernel_env[TOKEN_ENV]
-    assert upstream.stats()["by_status"] == {"200": 1}  # the upstream accepted the key the relay added
+    assert upstream.wait_idle()["by_status"] == {"200": 1}  # the upstream accepted the key the relay added
 
 
 # -- the client core through the relay ----------------------------------------------

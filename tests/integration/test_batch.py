@@ -115,7 +115,7 @@ def test_interrupt_returns_what_finished_promptly(use_endpoint, collected):
         t = time.perf_counter()
         got = generate_many(prompts, max_workers=2, max_tokens=2048, progress=False)
         elapsed = time.perf_counter() - t
-        assert elapsed < 2.3  # long answers would take ~10 s each
+        assert elapsed < 3.5  # interrupted at 1.5 s; the long answers would take ~10 s each
         assert got[0].finish_reason == "stop" and got[1].finish_reason == "stop"
         assert got[2:] == [None] * 6
         assert any("interrupted — 2 of 8 prompts finished" in n for n in collected)

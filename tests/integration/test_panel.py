@@ -199,7 +199,7 @@ def test_compare_columns_stream_concurrently_with_own_stats(use_endpoint):
         elapsed = time.perf_counter() - t
         wants = [direct("Describe a market", temperature=tp, top_p=p, max_tokens=24)
                  for tp in (0.0, 1.5) for p in (0.5, 1.0)]
-    assert elapsed < 1.5 * max(w.latency_s for w in wants)  # four 0.4 s streams side by side, not one after another
+    assert elapsed < 2.5 * max(w.latency_s for w in wants)  # four 0.4 s streams side by side, not one after another (4x)
     assert panel.text == [w.text for w in wants]
     labels = [c.header.value for c in panel._columns]
     assert labels == ["<b>temperature=0.0 · top_p=0.5</b>", "<b>temperature=0.0 · top_p=1.0</b>",

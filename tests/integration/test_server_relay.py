@@ -236,13 +236,13 @@ def test_streaming_passes_chunks_as_they_arrive(serve, monkeypatch, upstream):
     stream = Client(resolve_profile("relay:chat")).stream("Describe a lighthouse", max_tokens=30)
     stamps = [time.monotonic() - start for _ in stream]
     assert stamps[-1] >= 1.3
-    assert stamps[0] < 0.6 and stream.generation.ttft_s < 0.6  # the first piece long before the last
+    assert max(stamps[0], stream.generation.ttft_s) < stamps[-1] - 0.8  # the first piece long before the last
     assert len({round(s, 1) for s in stamps}) > 10  # spread over time, not one burst at the end
     r = server.post("relay/seed/v1/generate", {"prompt": "Describe a lighthouse", "max_tokens": 30},
                     {**server.relay_auth, "X-Stream": "true"}, stream=True)
     got = chunks_of(r)
     assert r.headers["Content-Type"] == "application/x-ndjson"
-    assert len(got) > 10 and got[0][0] < 0.6 and got[-1][0] >= 1.3
+    assert len(got) > 10 and got[0][0] < got[-1][0] - 0.8 and got[-1][0] >= 1.3
 
 
 def test_broken_upstream_stream_reaches_the_client_as_broken(serve, monkeypatch, upstream):

@@ -4,6 +4,9 @@ A spec names settings and their values; several settings separated by `;` make a
 
     temperature=0.2,0.8                 -> 2 variants
     temperature=0.2,0.8; top_p=0.5,1    -> 4 variants (every combination)
+    system=Answer in one word|Answer as a poem   -> text values are separated by |
+    topic=rain|snow                     -> fills {topic} of the prompt (prompt variants)
+    prompt=Describe a cat|Describe a dog -> whole prompts (the cell says {prompt})
 
 Each variant is a `Job`: one `Stream` from the client core, read in its own thread,
 so variants run concurrently and can be stopped from another thread.
@@ -14,52 +17,67 @@ import html
 import itertools
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ConfigError, Interrupted, NbModelError
 
 SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
-            "language": str, "model": str, "profile": str}
+            "language": str, "model": str, "profile": str, "system": str, "prompt": str}
+TEXTS = ("system", "prompt")  # values separated by | (they may contain commas)
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 STOP_GRACE_S = 0.4  # a stopped job still running after this is left behind with its partial text
 EXAMPLE = '"temperature=0.2,0.8; top_p=0.5,1"'
 
 
-def _values(name: str, text: str) -> list[Any]:
-    kind = SETTINGS[name]
-    items = [v.strip() for v in text.split(",")]
+def _values(name: str, text: str, kind: type) -> list[Any]:
+    bar = name in TEXTS or kind is None or "|" in text
+    items = [v.strip() for v in text.split("|" if bar else ",")]
     if not all(items):
-        raise ConfigError(f"compare: empty value in {name}={text.strip()}; write values separated by commas")
+        raise ConfigError(f"compare: empty value in {name}={text.strip()}; separate values with "
+                          f"{'|' if bar else 'commas'}")
     try:
-        return [kind(v) for v in items]
+        values = [kind(v) for v in items] if kind else items
     except ValueError:
         what = "integers" if kind is int else "numbers"
         raise ConfigError(f"compare: {name} needs {what}, got {text.strip()!r}") from None
+    if len(set(values)) < len(values):
+        raise ConfigError(f"compare: {name} lists a value twice ({text.strip()}); each variant must differ")
+    return values
 
 
-def parse_compare(spec: str) -> list[dict[str, Any]]:
-    """`"temperature=0.2,0.8; top_p=0.5,1"` -> one settings dict per variant (the grid's rows)."""
+def parse_compare(spec: str, variables: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """`"temperature=0.2,0.8; top_p=0.5,1"` -> one settings dict per variant (the grid's rows).
+
+    Besides SETTINGS, a name in `variables` (a `{name}` of the prompt) takes text values: `topic=rain|snow`.
+    """
+    variables = set(variables) - set(SETTINGS)
     axes: dict[str, list[Any]] = {}
     for part in (p.strip() for p in (spec or "").split(";")):
         if not part:
             continue
         name, eq, values = part.partition("=")
         name = name.strip().replace("-", "_")
-        if not eq or name not in SETTINGS:
+        if not eq or name not in SETTINGS and name not in variables:
+            extra = f", or a {{name}} of the prompt ({', '.join(sorted(variables))})" if variables else ""
             raise ConfigError(f"compare: cannot read {part!r}; write name=value,value with name one of "
-                              f"{', '.join(SETTINGS)}, e.g. {EXAMPLE}")
+                              f"{', '.join(SETTINGS)}{extra}, e.g. {EXAMPLE}")
         if name in axes:
             raise ConfigError(f"compare: {name} is given twice; list all its values once: {name}=a,b")
-        axes[name] = _values(name, values)
+        axes[name] = _values(name, values, SETTINGS.get(name))
     variants = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
-        raise ConfigError(f"compare: {spec.strip()!r} makes {len(variants)} variant(s); side by side needs "
-                          f"{MIN_VARIANTS} to {MAX_VARIANTS}, e.g. {EXAMPLE}")
+        raise ConfigError(f"compare: {(spec or '').strip()!r} makes {len(variants)} variant(s); side by side "
+                          f"needs {MIN_VARIANTS} to {MAX_VARIANTS}, e.g. {EXAMPLE}")
     return variants
 
 
 def label(variant: dict[str, Any]) -> str:
-    return " · ".join(f"{k}={v}" for k, v in variant.items())
+    return " · ".join(f"{k}={_short(v)}" for k, v in variant.items())
+
+
+def _short(value: Any, width: int = 32) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def one_line(exc: BaseException) -> str:
@@ -112,19 +130,31 @@ class Job:
         self.done.set()
 
 
-def start_jobs(variants: list[dict[str, Any]], *, prompt: str, system: str | None = None,
-               profile: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
-               stream: bool = True, cache: str = "use",
+def start_jobs(variants: list[dict[str, Any]], *, template: str, namespace: Mapping[str, Any] | None = None,
+               system: str | None = None, profile: str | None = None, model: str | None = None,
+               params: dict[str, Any] | None = None, stream: bool = True, cache: str = "use",
                on_retry: Callable[[str], None] | None = None) -> list[Job]:
-    """One Job per variant; bad settings raise ConfigError here, before anything is sent."""
+    """One Job per variant; `template` is filled from `namespace` (None: sent as written) plus the
+    variant's `{name}` values. Bad settings raise ConfigError here, before anything is sent."""
     from .client import client_for
+    from .template import fill, references
 
+    if any("prompt" in v for v in variants):
+        if template.strip() and "prompt" not in references(template):
+            raise ConfigError("compare: prompt=… gives the whole prompt; leave the prompt empty, "
+                              "or write {prompt} where each value goes")
+        template = template if template.strip() else "{prompt}"
     jobs = []
     for variant in variants:
-        extra = dict(variant)
+        extra = {k: v for k, v in variant.items() if k in SETTINGS and k not in TEXTS}
+        words = {k: v for k, v in variant.items() if k not in extra and k != "system"}
+        if namespace is None:
+            prompt = words.get("prompt", template)
+        else:
+            prompt = fill(template, {**namespace, **words})
         client = client_for(extra.pop("profile", None) or profile, model=extra.pop("model", None) or model)
-        s = client.stream(prompt, system=system, stream=stream, cache=cache, on_retry=on_retry,
-                          **{**(params or {}), **extra})
+        s = client.stream(prompt, system=variant.get("system", system), stream=stream, cache=cache,
+                          on_retry=on_retry, **{**(params or {}), **extra})
         jobs.append(Job(label(variant), s, client.profile.max_tokens_cap))
     return jobs
 
@@ -209,12 +239,18 @@ def run_magic(magics, args, cell: str) -> None:
     from IPython.display import display
 
     from .display import show_notice
+    from .template import references
 
     for other in ("chat", "over"):
         if getattr(args, other, None):
             raise UsageError(f"--compare cannot be combined with --{other}")
+    if args.format not in (None, "text"):
+        raise UsageError(f"--compare shows the variants as text side by side; drop -f {args.format}")
+    template = cell.strip("\n")
+    namespace = None if args.no_interpolate else magics.shell.user_ns
     try:
-        jobs = start_jobs(parse_compare(args.compare), prompt=magics.prompt(args, cell),
+        variants = parse_compare(args.compare, () if namespace is None else references(template))
+        jobs = start_jobs(variants, template=template, namespace=namespace,
                           system=args.system or magics.system, profile=args.profile or magics.profile,
                           model=args.model or magics.model, params=magics.params(args),
                           stream=magics.stream and not args.no_stream, on_retry=show_notice,

@@ -5,11 +5,12 @@ Defaults can be set with `%config NbModel.temperature = 0.2` (any of the traits 
 from __future__ import annotations
 
 import importlib
+import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, observe
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, observe, validate
 
 from .errors import ConfigError, Interrupted, NbModelError
 
@@ -42,6 +43,17 @@ class NbModel(Magics):
                              help="Default output format.").tag(config=True)
     stream = Bool(True, help="Stream text as it arrives.").tag(config=True)
 
+    @validate("profile")
+    def _known_profile(self, proposal) -> str | None:
+        from .config import resolve_profile
+        if proposal.value:
+            try:
+                resolve_profile(proposal.value)
+            except ConfigError as exc:
+                hint = " (the local model comes with: pip install 'nb_model[local]')" if proposal.value == "local" else ""
+                raise TraitError(f"{exc}{hint}") from None
+        return proposal.value
+
     @observe("profile")
     def _profile_changed(self, change) -> None:
         from .config import set_session_profile
@@ -66,8 +78,9 @@ class NbModel(Magics):
     @argument("--chat", nargs="?", const="default", metavar="NAME",
               help="continue the conversation NAME (default: 'default'); see %%generate chat show|reset")
     @argument("--compare", metavar="SPEC",
-              help='run variants side by side, e.g. "temperature=0.2,0.8; top_p=0.5,1" (also top_k, '
-                   'max_tokens, seed, language, model, profile); --out stores the list of Generations')
+              help='run 2-4 variants side by side, e.g. "temperature=0.2,0.8; top_p=0.5,1" (also top_k, '
+                   'max_tokens, seed, language, model, profile; system=a|b, prompt=a|b, or any {name} '
+                   'of the prompt: topic=rain|snow); --out stores the list of Generations')
     @argument("--over", metavar="VAR",
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
@@ -82,7 +95,9 @@ class NbModel(Magics):
         if cell is None:
             return self._subcommand(line)
         try:
-            args = _unquote(parse_argstring(self.generate, line))
+            args = self.generate.parser.parse_args(shlex.split(line))
+        except ValueError as exc:  # shlex: an unclosed quote
+            raise UsageError(f"cannot read the options: {exc} (quote values like -s \"Don't ramble\")") from None
         except UsageError as exc:
             raise UsageError(f"{exc} (see %%generate? for the options)") from None
         if args.subcommand:
@@ -93,7 +108,9 @@ class NbModel(Magics):
         if args.refresh and args.no_cache:
             raise UsageError("use either --refresh or --no-cache, not both")
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
-        if args.compare:
+        if args.chat is not None and not args.chat.strip():
+            raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
+        if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)
         if args.over:
@@ -170,14 +187,6 @@ class NbModel(Magics):
             return getattr(importlib.import_module(module), func)(self, words[1:])
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-
-
-def _unquote(args):
-    """IPython splits option lines keeping the quotes: -s 'Be brief.' arrives as "'Be brief.'"."""
-    for name, value in vars(args).items():
-        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            setattr(args, name, value[1:-1])
-    return args
 
 
 def _table(rows: list[tuple[str, str]]) -> None:

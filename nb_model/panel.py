@@ -17,6 +17,7 @@ from typing import Any
 
 from .compare import Job, error_html, one_line, parse_compare, run_jobs, start_jobs, stats_html, text_html
 from .display import MAX_UPDATES_PER_S
+from .errors import ConfigError
 
 LANGUAGES = ["en", "fr", "de", "es"]
 BYTES_PER_S = 50_000  # long texts update less often: each update re-sends the whole value
@@ -83,11 +84,16 @@ class Panel:
                  stream: bool = True, cache: bool = True, compare: str = "", shell=None) -> None:
         import ipywidgets as w
 
-        from .config import load_profiles, resolve_profile
+        from .config import load_profiles, resolve_profile, validate_params
 
         self._w = w
         self.shell = shell
         prof = resolve_profile(profile)
+        validate_params({"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens,
+                         "language": language}, prof)
+        if (top_p is not None and top_p < 0.05) or (top_k is not None and top_k > 1000):
+            raise ConfigError(f"the panel's knobs take top_p from 0.05 and top_k up to 1000, got "
+                              f"top_p={top_p}, top_k={top_k}")
         self.profiles = load_profiles()[0]
         defaults = prof.defaults
         wide = w.Layout(width="98%")
@@ -119,7 +125,8 @@ class Panel:
         self.stream = w.Checkbox(value=stream, description="stream", indent=False, layout=w.Layout(width="90px"))
         self.cache = w.Checkbox(value=cache, description="cache", indent=False, layout=w.Layout(width="90px"))
         self.compare = w.Text(value=compare, description="compare", layout=wide, style=style,
-                              placeholder="2-4 variants side by side, e.g. temperature=0.2,0.8; top_p=0.5,1")
+                              placeholder="2-4 variants side by side, e.g. temperature=0.2,0.8; top_p=0.5,1 "
+                                          "or system=be brief|be playful or {name}=a|b")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear_button = w.Button(description="Clear", icon="eraser")
@@ -212,13 +219,12 @@ class Panel:
             return
         s = self.settings()
         try:
-            from .template import fill
-            prompt = fill(s["prompt"], self._namespace())
-            variants = parse_compare(s["compare"]) if s["compare"] else [{}]
+            from .template import references
+            variants = parse_compare(s["compare"], references(s["prompt"])) if s["compare"] else [{}]
             params = {k: s[k] for k in ("temperature", "top_p", "top_k", "max_tokens", "language")}
-            jobs = start_jobs(variants, prompt=prompt, system=s["system"], profile=s["profile"], model=s["model"],
-                              params=params, stream=s["stream"], cache="use" if s["cache"] else "off",
-                              on_retry=self._notice)
+            jobs = start_jobs(variants, template=s["prompt"], namespace=self._namespace(), system=s["system"],
+                              profile=s["profile"], model=s["model"], params=params, stream=s["stream"],
+                              cache="use" if s["cache"] else "off", on_retry=self._notice)
         except Exception as exc:  # noqa: BLE001 - one line in the panel, never a traceback
             self.status.value = error_html(one_line(exc))
             return

@@ -45,6 +45,8 @@ def test_interpolation_rules(shell, sandbox, use_endpoint):
     ("--bogus", "unrecognized arguments: --bogus"),
     ("-p nowhere", "unknown profile 'nowhere'"),
     ("-f pdf", "invalid choice"),
+    ('--chat ""', "--chat needs a conversation name"),
+    ('-s "unclosed', "cannot read the options: No closing quotation"),
 ])
 def test_bad_input_is_one_line_and_nothing_sent(shell, sandbox, use_endpoint, line, expect):
     use_endpoint(sandbox)
@@ -123,6 +125,17 @@ def test_config_defaults_and_subcommands(shell, sandbox, use_endpoint, monkeypat
     finally:
         run(shell, "%config NbModel.temperature = None")
         run(shell, "%config NbModel.max_tokens = None")
+
+
+def test_unknown_session_profile_is_refused_in_one_line(shell, sandbox, use_endpoint, caplog):
+    """%config reports a refused value through logging (in a kernel: one stderr line)."""
+    use_endpoint(sandbox)
+    run(shell, '%config NbModel.profile = "local"')
+    err = caplog.text
+    assert "unknown profile 'local'" in err and "pip install 'nb_model[local]'" in err and "Traceback" not in err
+    assert shell.magics_manager.registry["NbModel"].profile is None  # unchanged: cells still work
+    res, cap = run(shell, "%%generate --max-tokens 3 -o g\nhello")
+    assert res.success and shell.user_ns["g"].profile == "env"
 
 
 def test_help_lists_options(shell):

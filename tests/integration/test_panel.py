@@ -188,6 +188,14 @@ def test_to_cell_reproduces_the_run(shell, sandbox, use_endpoint):
                                       "--language fr -s 'Be brief.'")
     res, cap = run(shell, source.replace("%%generate ", "%%generate -o g ", 1))
     assert res.success and shell.user_ns["g"].text == panel.text
+    panel.system.value = """Don't ramble; say "why"."""  # both kinds of quote
+    run_panel(panel)
+    panel.cell_button.click()
+    res, cap = run(shell, shell.rl_next_input.replace("%%generate ", "%%generate -o g ", 1))
+    assert res.success and shell.user_ns["g"].text == panel.text
+    import shlex
+    words = shlex.split(shell.rl_next_input.splitlines()[0])
+    assert words[words.index("-s") + 1] == """Don't ramble; say "why"."""
 
 
 def test_compare_columns_stream_concurrently_with_own_stats(use_endpoint):
@@ -268,6 +276,11 @@ def test_compare_magic_models_and_profiles(shell, sandbox, use_endpoint, tmp_pat
     ("temperature=1,3", "temperature must be between 0 and 2"),
     ("profile=env,nowhere", "unknown profile 'nowhere'"),
     ("temperature=0.2,0.8\" --chat \"c", "--compare cannot be combined with --chat"),
+    ("temperature=0.2,0.2", "temperature lists a value twice"),
+    ("", "makes 1 variant(s)"),
+    ("colour=red|blue", "cannot read 'colour=red|blue'"),  # no {colour} in the prompt
+    ("temperature=0.2,0.8\" -f \"markdown", "drop -f markdown"),
+    ("prompt=Describe a cat|Describe a dog", "leave the prompt empty, or write {prompt}"),
 ])
 def test_bad_compare_specs_are_one_line_usage_errors(shell, sandbox, use_endpoint, spec, expect):
     use_endpoint(sandbox)
@@ -275,6 +288,39 @@ def test_bad_compare_specs_are_one_line_usage_errors(shell, sandbox, use_endpoin
     lines = [ln for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip()]
     assert type(res.error_in_exec).__name__ == "UsageError" and len(lines) == 1 and expect in lines[0]
     assert sandbox.stats()["requests"] == 0  # nothing was sent
+
+
+def test_compare_prompts_systems_and_template_variables(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    res, cap = run(shell, '%%generate --compare "topic=rain, cold|snow" --max-tokens 12 -o g\nDescribe {topic}')
+    assert res.success and [g.text for g in shell.user_ns["g"]] == [
+        direct(f"Describe {t}", max_tokens=12).text for t in ("rain, cold", "snow")]
+    assert cap.outputs[0].data["text/plain"].splitlines()[0] == "== topic=rain, cold =="
+    res, cap = run(shell, '%%generate --compare "prompt=Describe a cat|Describe a dog" --max-tokens 12 -o g\n{prompt}')
+    assert res.success and [g.text for g in shell.user_ns["g"]] == [
+        direct(p, max_tokens=12).text for p in ("Describe a cat", "Describe a dog")]
+    systems = ("Answer in one word.", "Answer as a poem, please.")
+    res, cap = run(shell, f'%%generate --compare "system={"|".join(systems)}; temperature=0,1" --max-tokens 12 '
+                          '-o g\nDescribe a river')
+    assert res.success and [g.text for g in shell.user_ns["g"]] == [
+        direct("Describe a river", system=s, temperature=t, max_tokens=12).text for s in systems for t in (0, 1)]
+    assert "system=Answer as a poem, please. · temperature=1" in cap.outputs[0].data["text/html"]
+
+
+def test_panel_compares_template_variables(sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    panel = Panel("Describe {topic}", max_tokens=12, compare="topic=rain|snow")
+    run_panel(panel)
+    assert panel.text == [direct(f"Describe {t}", max_tokens=12, temperature=0.7).text for t in ("rain", "snow")]
+
+
+def test_panel_refuses_values_its_knobs_cannot_hold(sandbox, use_endpoint):
+    from nb_model.errors import ConfigError
+    use_endpoint(sandbox)
+    for bad, words in (({"temperature": 5}, "temperature must be between 0 and 2"),
+                       ({"top_k": 5000}, "top_k up to 1000"), ({"max_tokens": 0}, "max_tokens must be")):
+        with pytest.raises(ConfigError, match=words):
+            Panel("hello", **bad)
 
 
 def test_compare_magic_failure_keeps_the_table(shell, sandbox, use_endpoint):

@@ -5,6 +5,7 @@ Defaults can be set with `%config NbModel.temperature = 0.2` (any of the traits 
 from __future__ import annotations
 
 import importlib
+import keyword
 import shlex
 
 from IPython.core.error import UsageError
@@ -103,7 +104,7 @@ class NbModel(Magics):
         if args.subcommand:
             raise UsageError(f"unexpected words {' '.join(args.subcommand)!r} after %%generate: "
                              "options start with - (see %%generate?)")
-        if args.out and not args.out.isidentifier():
+        if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"--out needs a variable name, got {args.out!r}")
         if args.refresh and args.no_cache:
             raise UsageError("use either --refresh or --no-cache, not both")
@@ -137,8 +138,8 @@ class NbModel(Magics):
         fmt = args.format or self.format
         chat = conversation(self.shell, args.chat) if args.chat else None
         try:
-            client = client_for(args.profile or self.profile, model=args.model or self.model)
             prompt = self.prompt(args, cell)
+            client = client_for(args.profile or self.profile, model=args.model or self.model)
             stream = client.stream(prompt, system=args.system or self.system,
                                    messages=chat.messages() if chat else None,
                                    cache=args.cache,

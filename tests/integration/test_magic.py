@@ -46,6 +46,7 @@ def test_interpolation_rules(shell, sandbox, use_endpoint):
     ("-p nowhere", "unknown profile 'nowhere'"),
     ("-f pdf", "invalid choice"),
     ('--chat ""', "--chat needs a conversation name"),
+    ("-o class", "--out needs a variable name, got 'class'"),
     ('-s "unclosed', "cannot read the options: No closing quotation"),
 ])
 def test_bad_input_is_one_line_and_nothing_sent(shell, sandbox, use_endpoint, line, expect):

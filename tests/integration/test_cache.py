@@ -44,8 +44,8 @@ def test_hit_replays_without_a_request(cached, sandbox):
     assert g2.cached and not g1.cached and g2.text == g1.text and g2.text in second.stdout
     assert (g2.latency_s, g2.ttft_s, g2.request_id) == (g1.latency_s, g1.ttft_s, g1.request_id)  # original timings
     footer = shown(second)[-1]
-    assert footer.endswith("cached") or " · cached" in footer
-    assert "cached" not in shown(first)[-1]
+    assert g1.cost_usd > 0 and f" · $0 (saved ${g1.cost_usd:.4f}) · cached" in footer  # a hit costs nothing
+    assert f"finish: length · ${g1.cost_usd:.4f}\n" in shown(first)[-1] and "cached" not in shown(first)[-1]
     assert fallback_file().is_file() and rows(fallback_file(), "entries") == 1
     # the Python API replays a hit through the same stream
     import nb_model

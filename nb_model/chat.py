@@ -66,12 +66,14 @@ def cmd_chat(magics, words: list[str]) -> None:
         return
     name = rest[0] if rest else DEFAULT
     chat = chats.get(name)
+    if chat is None:
+        known = f"chats: {', '.join(chats)}" if chats else "no chats yet: start one with %%generate --chat [NAME]"
+        raise UsageError(f"there is no chat named {name!r} ({known})")
     if sub == "reset":
-        if chat is not None:
-            chat.reset()
+        chat.reset()
         print(f"chat {name!r} reset")
         return
-    if chat is None or not chat.turns:
+    if not chat.turns:
         print(f"chat {name!r} is empty")
         return
     for m in chat.turns:

@@ -122,15 +122,20 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     if gen.latency_s is not None:
         parts.append(f"total {gen.latency_s:.2f} s")
     parts.append(f"finish: {gen.finish_reason or '?'}")
-    if gen.cost_usd:
-        parts.append(f"${gen.cost_usd:.4f}")
+    if gen.cost_usd:  # a hit costs nothing: it shows what it saved
+        parts.append(f"$0 (saved ${gen.cost_usd:.4f})" if gen.cached else f"${gen.cost_usd:.4f}")
     if gen.cached:
         parts.append("cached")
     warnings = []
     if gen.finish_reason == "length":
-        limit = gen.params.get("max_tokens")
-        at = f"max_tokens={limit}" if limit else "the server's default length"
-        warnings.append(f"truncated at {at}: raise --max-tokens (cap {cap or 2048})")
+        limit, cap = gen.params.get("max_tokens"), cap or 2048
+        if not limit:
+            warnings.append(f"truncated at the server's default length: raise --max-tokens (cap {cap})")
+        elif limit >= cap:
+            warnings.append(f"truncated at max_tokens={limit}, the cap: ask for a shorter answer or continue "
+                            "in a --chat")
+        else:
+            warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
     elif gen.finish_reason == "content_filter":
         warnings.append("the output was filtered by the server's content filter and is incomplete")
     elif gen.finish_reason == "interrupted":

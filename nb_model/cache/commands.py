@@ -1,13 +1,15 @@
 """`%generate cache …`, `%generate history [N]` and `%generate usage`."""
 from __future__ import annotations
 
+import math
 import time
 
 from IPython.core.error import UsageError
 
+from ..config import redact_url
 from . import location, router
 
-CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH"
+CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
 
 
 def _when(ts: float | None) -> str:
@@ -46,23 +48,76 @@ def _entries_store(magics):
     return cache.entries_store() if isinstance(cache, router.CacheRouter) else router.local_store()
 
 
+def _no_more(words: list[str], usage: str) -> None:
+    if words:
+        raise UsageError(f"unexpected {' '.join(words)!r}: use {usage}")
+
+
+def _days(words: list[str]) -> float | None:
+    """The seconds of `--older-than DAYS` (None: no option)."""
+    if not words:
+        return None
+    if len(words) != 2 or words[0] != "--older-than":
+        raise UsageError("use %generate cache clear [--older-than DAYS]")
+    try:
+        days = float(words[1])
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise UsageError(f"--older-than needs a number of days (0 or more), got {words[1]!r}")
+    return days * 86400
+
+
+def _unreachable(store) -> str | None:
+    """The line to print instead of a result when the store is a Redis server that does not answer."""
+    if getattr(store, "kind", None) != "redis" or store.reachable():
+        return None
+    return f"the Redis cache at {redact_url(store.url)} is unreachable: generation continues uncached"
+
+
+def _use_file(value: str) -> None:
+    """`--file PATH|DIR|off|auto`: switch this session's cache file and say where it is now."""
+    store = router.use_file(value)
+    path, why = location.sqlite_path()
+    if path is None:
+        print("cache file: none, caching and history on disk are off (%generate cache --file auto turns them on)")
+    elif store is None:
+        print(f"cache file: {path} (unusable: caching is off)")
+    else:
+        print(f"cache file: {path}" + ("" if why.startswith("%generate") else f" ({why})"))
+
+
 def cmd_cache(magics, words: list[str]) -> None:
-    """The cache: stats | list [N] | clear [--older-than DAYS] | path | --file PATH."""
+    """The cache: stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto.
+
+    `--file` picks this session's cache file: a file, a folder (its cache.sqlite), off (no cache
+    file), or auto (back to the file beside the notebook), like env NB_MODEL_CACHE.
+    """
     sub, rest = (words[0], words[1:]) if words else ("stats", [])
     if sub == "--file":
-        path = " ".join(rest).strip("'\"")
-        if not path:
-            raise UsageError("give the cache file: %generate cache --file PATH")
-        store = router.use_file(path)
-        print(f"cache file: {location.sqlite_path()[0]}" + ("" if store else " (unusable: caching is off)"))
+        value = " ".join(rest).strip("'\"")
+        if not value:
+            raise UsageError("give the cache file: %generate cache --file PATH|DIR|off|auto")
+        _use_file(value)
         return
+    if sub not in ("stats", "list", "clear", "path"):
+        raise UsageError(f"unknown cache command {sub!r}: use {CACHE_USAGE}")
+    if sub in ("stats", "path"):
+        _no_more(rest, f"%generate cache {sub}")
+    count = _count(rest, 20) if sub == "list" else None
+    older = _days(rest) if sub == "clear" else None
     if sub == "path":
         path, why = location.sqlite_path()
         store = _entries_store(magics)
+        down = " (unreachable: generation continues uncached)" if _unreachable(store) else ""
         _table([("history file", f"{path or 'none'}  ({why})"),
-                ("entries in", store.describe() if store is not None else "nowhere: caching is off")])
+                ("entries in", store.describe() + down if store is not None else "nowhere: caching is off")])
         return
     store = _entries_store(magics)
+    down = _unreachable(store)
+    if down:
+        print(down)
+        return
     if sub == "stats":
         info = store.stats() if store is not None else {"entries": 0, "bytes": 0, "oldest": None, "newest": None}
         log = router.session
@@ -71,25 +126,15 @@ def cmd_cache(magics, words: list[str]) -> None:
                 ("oldest / newest", f"{_when(info['oldest'])} / {_when(info['newest'])}"),
                 ("this session", f"{log.hits} hits, {log.misses} misses")])
     elif sub == "list":
-        rows = store.entries(_count(rest, 20)) if store is not None else []
+        rows = store.entries(count) if store is not None else []
         if not rows:
             print("the cache is empty")
             return
         _table([("created", "model", "prompt")] +
                [(_when(r["created"]), r["model"] or "-", r["prompt_head"] or "") for r in rows])
-    elif sub == "clear":
-        older = None
-        if rest:
-            if len(rest) != 2 or rest[0] != "--older-than":
-                raise UsageError("use %generate cache clear [--older-than DAYS]")
-            try:
-                older = float(rest[1]) * 86400
-            except ValueError:
-                raise UsageError(f"--older-than needs a number of days, got {rest[1]!r}") from None
+    else:
         removed = store.clear(older) if store is not None else 0
         print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
-    else:
-        raise UsageError(f"unknown cache command {sub!r}: use {CACHE_USAGE}")
 
 
 def cmd_history(magics, words: list[str]) -> None:
@@ -108,21 +153,13 @@ def cmd_history(magics, words: list[str]) -> None:
         for r in rows])
 
 
-def usage_totals(rows) -> dict:
-    """Calls, cache hits, tokens in/out and cost of fresh calls, and what hits saved."""
-    fresh = [r for r in rows if not r["cached"]]
-    return {"calls": len(fresh), "hits": len(rows) - len(fresh),
-            "in": sum(r["prompt_tokens"] or 0 for r in fresh), "out": sum(r["completion_tokens"] or 0 for r in fresh),
-            "cost": sum(r["cost_usd"] or 0.0 for r in fresh),
-            "saved": sum(r["cost_usd"] or 0.0 for r in rows if r["cached"])}
-
-
 def cmd_usage(magics, words: list[str]) -> None:
     """Tokens in/out and estimated cost, this session and for the whole notebook."""
-    scopes = [("this session", usage_totals(router.session.snapshot()))]
+    _no_more(words, "%generate usage")
+    scopes = [("this session", router.session.usage())]
     local = router.local_store()
     if local is not None:
-        scopes.append(("whole notebook", usage_totals(local.usage_rows())))
+        scopes.append(("whole notebook", router.usage_totals(local.usage_rows())))
     _table([("", "calls", "cached", "tokens in", "tokens out", "cost", "saved by cache")] + [
         (name, t["calls"], t["hits"], t["in"], t["out"], f"${t['cost']:.4f}", f"${t['saved']:.4f}")
         for name, t in scopes])

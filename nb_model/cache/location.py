@@ -7,14 +7,25 @@ from pathlib import Path
 FOLDER = ".nb_model"
 FALLBACK_NAME = "cache.sqlite"
 OFF = ("off", "none", "0", "false")
+AUTO = "auto"
 
-_override: Path | None = None
+_override: Path | str | None = None  # a file, "off", or None (automatic)
+
+
+def file_for(value: str | os.PathLike) -> Path | str:
+    """A file, or "off", for a value of NB_MODEL_CACHE / `--file`: a folder means `<folder>/cache.sqlite`."""
+    text = os.fspath(value)
+    if text.strip().lower() in OFF:
+        return "off"
+    path = Path(text).expanduser().absolute()
+    return path / FALLBACK_NAME if path.is_dir() or text.endswith(("/", os.sep)) else path
 
 
 def set_override(path: str | os.PathLike | None) -> None:
-    """`%generate cache --file PATH`: use this file for the rest of the session (None: back to automatic)."""
+    """`%generate cache --file PATH|DIR|off|auto`: use this for the rest of the session (None or auto: back to
+    automatic placement)."""
     global _override
-    _override = Path(path).expanduser().absolute() if path else None
+    _override = None if path is None or os.fspath(path).strip().lower() in ("", AUTO) else file_for(path)
 
 
 def _session_name() -> str | None:
@@ -45,13 +56,11 @@ def notebook_path() -> Path | None:
 def sqlite_path() -> tuple[Path | None, str]:
     """(file, why): the SQLite file to use now and where that choice came from; file None = disabled."""
     if _override is not None:
-        return _override, "%generate cache --file"
+        return (None, "%generate cache --file off") if _override == "off" else (_override, "%generate cache --file")
     env = os.environ.get("NB_MODEL_CACHE")
     if env:
-        if env.strip().lower() in OFF:
-            return None, "NB_MODEL_CACHE=off"
-        path = Path(env).expanduser().absolute()
-        return (path / FALLBACK_NAME if path.is_dir() else path), "NB_MODEL_CACHE"
+        path = file_for(env)
+        return (None, "NB_MODEL_CACHE=off") if path == "off" else (path, "NB_MODEL_CACHE")
     nb = notebook_path()
     if nb is not None:
         return nb.parent / FOLDER / f"{nb.stem}.sqlite", f"beside notebook {nb.name}"

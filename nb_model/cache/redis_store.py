@@ -72,6 +72,18 @@ class RedisStore:
         ttl = f", entries expire after {self.ttl} s" if self.ttl else ""
         return f"{redact_url(self.url)} (namespace {self.namespace!r}{ttl})"
 
+    def reachable(self) -> bool:
+        """PING now, without waiting out a retry pause and without a notice (for `%generate cache …`)."""
+        import redis
+
+        try:
+            self.client.ping()
+        except (redis.RedisError, OSError, ValueError):
+            self._down_until = time.monotonic() + RETRY_AFTER_S
+            return False
+        self._down_until = 0.0
+        return True
+
     def _run(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
         """One round of Redis calls; a failure is one warning and the default, never a traceback."""
         import redis

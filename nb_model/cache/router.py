@@ -24,6 +24,7 @@ SESSION_ID = f"{os.getpid()}-{int(time.time())}"
 
 _lock = threading.Lock()
 _stores: dict[tuple, object] = {}
+_missed = threading.local()  # .key: the key this thread's last lookup missed (a stream runs in one thread)
 
 
 def _said_clear() -> None:
@@ -41,12 +42,37 @@ def _warn_once(topic: str, msg: str) -> None:
     notice_once(topic, msg)
 
 
+def usage_totals(rows=()) -> dict:
+    """Calls, cache hits, tokens in/out and cost of fresh calls, and what hits saved."""
+    totals = {"calls": 0, "hits": 0, "in": 0, "out": 0, "cost": 0.0, "saved": 0.0}
+    for row in rows:
+        tally(totals, row)
+    return totals
+
+
+def tally(totals: dict, row: dict) -> None:
+    """Add one history row to usage totals: a hit costs nothing and saves its original cost."""
+    cost = row["cost_usd"] or 0.0
+    if row["cached"]:
+        totals["hits"] += 1
+        totals["saved"] += cost
+    else:
+        totals["calls"] += 1
+        totals["in"] += row["prompt_tokens"] or 0
+        totals["out"] += row["completion_tokens"] or 0
+        totals["cost"] += cost
+
+
 class SessionLog:
-    """Hits, misses and history rows of this kernel session (kept in memory)."""
+    """This kernel session: cache hits/misses, usage totals of every generation and the recent
+    history rows (the last KEEP, for `history()` when there is no cache file)."""
+
+    KEEP = 2000
 
     def __init__(self) -> None:
         self.hits = self.misses = 0
-        self.rows: deque[dict] = deque(maxlen=2000)
+        self.totals = usage_totals()
+        self.rows: deque[dict] = deque(maxlen=self.KEEP)
         self._lock = threading.Lock()
 
     def count(self, hit: bool) -> None:
@@ -59,6 +85,11 @@ class SessionLog:
     def add(self, row: dict) -> None:
         with self._lock:
             self.rows.append(row)
+            tally(self.totals, row)
+
+    def usage(self) -> dict:
+        with self._lock:
+            return dict(self.totals)
 
     def snapshot(self) -> list[dict]:
         with self._lock:
@@ -131,17 +162,26 @@ class CacheRouter:
         store = self.entries_store()
         if store is None:
             return None
-        gen = store.lookup(cache_key(identity))
+        key = cache_key(identity)
+        gen = store.lookup(key)
         session.count(hit=gen is not None)
+        _missed.key = None if gen is not None else key
         return gen
 
     def store(self, identity: dict, gen) -> None:
+        """Keep a finished generation; one that no lookup missed first (`--refresh`) counts as a miss."""
         store = self.entries_store()
-        if store is not None:
-            store.store(cache_key(identity), gen, prompt_head(identity))
+        if store is None:
+            return
+        key = cache_key(identity)
+        if getattr(_missed, "key", None) != key:
+            session.count(hit=False)
+        _missed.key = None
+        store.store(key, gen, prompt_head(identity))
 
     def record(self, identity: dict, gen) -> None:
         """History hook: called by the client core once per finished generation (hits and errors too)."""
+        _missed.key = None
         row = history_row(identity, gen)
         session.add(row)
         local = local_store()

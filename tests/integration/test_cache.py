@@ -44,8 +44,8 @@ def test_hit_replays_without_a_request(cached, sandbox):
     assert g2.cached and not g1.cached and g2.text == g1.text and g2.text in second.stdout
     assert (g2.latency_s, g2.ttft_s, g2.request_id) == (g1.latency_s, g1.ttft_s, g1.request_id)  # original timings
     footer = shown(second)[-1]
-    assert footer.endswith("cached") or " · cached" in footer
-    assert "cached" not in shown(first)[-1]
+    assert g1.cost_usd > 0 and f" · $0 (saved ${g1.cost_usd:.4f}) · cached" in footer  # a hit costs nothing
+    assert f"finish: length · ${g1.cost_usd:.4f}\n" in shown(first)[-1] and "cached" not in shown(first)[-1]
     assert fallback_file().is_file() and rows(fallback_file(), "entries") == 1
     # the Python API replays a hit through the same stream
     import nb_model
@@ -68,6 +68,8 @@ def test_refresh_replaces_and_no_cache_bypasses(cached, sandbox):
     run(cached, PROMPT)
     assert cached.user_ns["g"].request_id == refreshed.request_id  # --no-cache did not write
     assert rows(fallback_file(), "entries") == 1 and rows(fallback_file(), "history") == 5
+    _, cap = run(cached, "%generate cache stats")  # the refresh went to the network: a miss; --no-cache: neither
+    assert "2 hits, 2 misses" in cap.stdout
     res, cap = run(cached, PROMPT.replace("-o g", "--refresh --no-cache"))
     assert not res.success and "either --refresh or --no-cache" in cap.stderr
 
@@ -147,6 +149,28 @@ def test_env_override_and_file_subcommand(cached, sandbox, tmp_path, monkeypatch
     assert not res.success and "give the cache file" in cap.stderr
 
 
+def test_file_subcommand_takes_a_folder_off_and_auto_like_the_env_var(cached, sandbox, tmp_path):
+    folder = tmp_path / "team"
+    folder.mkdir()
+    res, cap = run(cached, f"%generate cache --file {folder}")  # a folder: its cache.sqlite, as NB_MODEL_CACHE
+    assert res.success and cap.stdout.strip() == f"cache file: {folder / 'cache.sqlite'}" and notices(cap) == []
+    run(cached, PROMPT)
+    assert rows(folder / "cache.sqlite", "entries") == 1 and not fallback_file().exists()
+    res, cap = run(cached, "%generate cache --file off")
+    assert res.success and "caching and history on disk are off" in cap.stdout and "--file auto" in cap.stdout
+    run(cached, PROMPT)
+    assert not cached.user_ns["g"].cached and requests_seen(sandbox, 2) == 2
+    assert not (tmp_path / "off").exists() and not fallback_file().exists()
+    _, cap = run(cached, "%generate cache path")
+    assert "none  (%generate cache --file off)" in cap.stdout
+    res, cap = run(cached, "%generate cache --file auto")  # back to automatic placement
+    assert res.success and f"cache file: {fallback_file()} (fallback: current folder" in cap.stdout
+    run(cached, PROMPT)
+    assert requests_seen(sandbox, 3) == 3 and rows(fallback_file(), "entries") == 1
+    _, cap = run(cached, "%generate help")
+    assert "--file PATH|DIR|off|auto" in cap.stdout
+
+
 def test_subcommands_stats_list_clear_history_usage(cached, sandbox):
     for topic in ("tides", "moons", "tides"):
         cached.user_ns["topic"] = topic
@@ -169,10 +193,36 @@ def test_subcommands_stats_list_clear_history_usage(cached, sandbox):
     _, cap = run(cached, "%generate cache clear")
     assert "removed 2 cache entries" in cap.stdout and rows(fallback_file(), "entries") == 0
     assert rows(fallback_file(), "history") == 3  # clearing the cache keeps the history
+    run(cached, PROMPT)
     for bad, expect in [("cache clear --older-than soon", "number of days"), ("cache wipe", "unknown cache command"),
+                        ("cache clear --older-than -1", "number of days (0 or more), got '-1'"),
+                        ("cache clear --older-than nan", "number of days"),
+                        ("cache clear --older-than inf", "number of days"),
+                        ("cache stats extra", "unexpected 'extra'"), ("usage extra", "unexpected 'extra'"),
                         ("history -3", "positive number")]:
         res, cap = run(cached, f"%generate {bad}")
-        assert not res.success and expect in cap.stderr and "Traceback" not in cap.stdout + cap.stderr
+        assert not res.success and expect in cap.stderr and "Traceback" not in cap.stdout + cap.stderr, bad
+        assert len(cap.stderr.strip().splitlines()) == 1 and not cap.stdout, bad
+    assert rows(fallback_file(), "entries") == 1  # nothing was cleared by a bad value
+
+
+def test_session_usage_counts_past_the_recent_rows_kept(shell, sandbox, tmp_path, monkeypatch):
+    import nb_model
+    from nb_model.cache.router import SessionLog
+    config = tmp_path / "profiles.toml"  # no client-side rate limit: 2100 calls take seconds
+    config.write_text(f'default = "busy"\n[profiles.busy]\nendpoint = "{sandbox.url}"\nqps = 0\n'
+                      f'price_per_1m = 12.0\n')
+    monkeypatch.setenv("NB_MODEL_CONFIG", str(config))
+    kept = SessionLog().rows.maxlen  # the recent rows kept in memory (2000)
+    n = kept + 100
+    gens = nb_model.generate_many([f"item {i}" for i in range(n)], max_tokens=1, max_workers=8, progress=False)
+    assert all(g.finish_reason != "error" for g in gens)
+    _, cap = run(shell, "%generate usage")
+    line = next(line for line in cap.stdout.splitlines() if line.startswith("this session")).split()
+    tokens_in = sum(g.usage.prompt_tokens for g in gens)
+    cost = sum(g.cost_usd for g in gens)
+    assert line[2:6] == [str(n), "0", str(tokens_in), str(n)] and line[6] == f"${cost:.4f}"
+    assert len(nb_model.history()) == kept  # the recent rows stay bounded
 
 
 def test_history_api_returns_a_dataframe_with_every_generation(cached, sandbox):

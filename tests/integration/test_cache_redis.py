@@ -121,7 +121,8 @@ def test_clear_touches_only_its_own_namespace(shared, sandbox, db, monkeypatch):
 
 def test_unreachable_redis_warns_once_and_generation_goes_on(shell, sandbox, use_endpoint, monkeypatch):
     use_endpoint(sandbox)
-    monkeypatch.setenv("NB_MODEL_CACHE_URL", f"redis://:hunter2@127.0.0.1:{_free_port()}/0")
+    port = _free_port()
+    monkeypatch.setenv("NB_MODEL_CACHE_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
     shell.user_ns["thing"] = "rivers"
     results = [run(shell, CELL) for _ in range(2)]
     assert all(res.success and "[sandbox]" in cap.stdout for res, cap in results)
@@ -130,8 +131,12 @@ def test_unreachable_redis_warns_once_and_generation_goes_on(shell, sandbox, use
     about_cache = [n for n in said if "Redis cache" in n]
     assert len(about_cache) == 1 and "unreachable" in about_cache[0] and "generating without the cache" in about_cache[0]
     assert not any("hunter2" in n for n in said) and "***@127.0.0.1" in about_cache[0]
-    res, cap = run(shell, "%generate cache stats")
-    assert res.success and "entries          0" in cap.stdout and "hunter2" not in cap.stdout
+    down = f"the Redis cache at redis://***@127.0.0.1:{port}/0 is unreachable: generation continues uncached"
+    for sub in ("stats", "list", "clear", "clear --older-than 2"):  # not "entries 0", "empty" nor "removed 0"
+        res, cap = run(shell, f"%generate cache {sub}")
+        assert res.success and cap.stdout.strip() == down and notices(cap) == [] and not cap.stderr, sub
+    _, cap = run(shell, "%generate cache path")
+    assert "unreachable" in cap.stdout and "hunter2" not in cap.stdout
 
 
 def test_profile_cache_url_selects_redis(shell, sandbox, db, redis_server, tmp_path, monkeypatch):

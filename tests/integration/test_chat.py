@@ -13,8 +13,8 @@ def chat(shell):
         res, cap = run(shell, TURN.format(name=name, prompt=prompt))
         assert res.success, cap.stderr
         return shell.user_ns["g"]
-    run(shell, "%generate chat reset")
-    run(shell, "%generate chat reset other")
+    from nb_model.chat import conversations
+    conversations(shell).clear()  # the shell outlives a test
     return turn
 
 
@@ -41,6 +41,8 @@ def test_turns_accumulate_and_are_sent(shell, sandbox, use_endpoint, chat, proto
 
 def test_reset_and_failed_turns(shell, sandbox, use_endpoint, chat):
     use_endpoint(sandbox)
+    res, cap = run(shell, "%generate chat reset")
+    assert not res.success and "there is no chat named 'default' (no chats yet: start one with" in cap.stderr
     chat("Remember the number 7.")
     sandbox.inject("401")
     res, cap = run(shell, TURN.format(name="", prompt="And 8?"))
@@ -51,6 +53,12 @@ def test_reset_and_failed_turns(shell, sandbox, use_endpoint, chat):
     assert "reset" in cap.stdout
     _, cap = run(shell, "%generate chat show")
     assert "is empty" in cap.stdout
+    chat("Remember the colour blue.", "other")
+    for sub in ("reset", "show"):  # a name that is not a chat: said, with the chats there are
+        res, cap = run(shell, f"%generate chat {sub} nonexist")
+        assert not res.success and "there is no chat named 'nonexist' (chats: default, other)" in cap.stderr
+        assert "Traceback" not in cap.stdout + cap.stderr and len(cap.stderr.strip().splitlines()) == 1
+    assert "blue" in run(shell, "%generate chat show other")[1].stdout  # nothing else was reset
     for bad, expect in [("chat forget", "use %generate chat"), ("chat show a b", "use %generate chat")]:
         res, cap = run(shell, f"%generate {bad}")
         assert not res.success and expect in cap.stderr

@@ -170,7 +170,8 @@ def test_2048_token_reply_is_complete_with_finish_length(sandbox, profile_file, 
     assert settled(sandbox, 1)["tokens_out"] == 2048
     if via == "magic":
         assert gen.text in printed
-        assert "truncated at max_tokens=2048: raise --max-tokens (cap 2048)" in attempt.footer
+        assert "truncated at max_tokens=2048, the cap: ask for a shorter answer or continue in a --chat" \
+            in attempt.footer and "raise --max-tokens" not in attempt.footer  # the user cannot raise it
     still_usable(shell)
 
 

@@ -116,9 +116,12 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
         try:
             hint = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                hint = max(0.0, parsed.timestamp() - time.time())
+            try:  # an HTTP date; anything unreadable ("soon") means the default backoff
+                parsed = email.utils.parsedate_to_datetime(value) if value else None
+                if parsed is not None:
+                    hint = max(0.0, parsed.timestamp() - time.time())
+            except (ValueError, TypeError, OverflowError):
+                hint = None
     if hint is not None and hint >= 0:
         return hint
     return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())

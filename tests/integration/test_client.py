@@ -131,6 +131,16 @@ def test_backoff_honours_server_hints():
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
     assert 3 <= backoff_delay(0, {"Retry-After": date}) <= 5.5
     assert 0.375 <= backoff_delay(0) <= 0.5 and 6 <= backoff_delay(10) <= 8
+    for unreadable in ("soon", "Mon, 99 Foo 2024 25:61:00 GMT", "Fri, 31 Dec 99999 23:59:59 GMT", ""):
+        assert 0.375 <= backoff_delay(0, {"Retry-After": unreadable}) <= 0.5  # the default backoff
+
+
+def test_unreadable_retry_after_is_retried_with_backoff(scripted_server):
+    scripted_server.replies = [(429, {"Retry-After": "soon"}, b'{"error": "slow down"}'),
+                               (200, {}, b'{"output": "fine now", "finish_reason": "stop"}')]
+    prof = resolve_profile("sandbox", endpoint=scripted_server.url, max_retries=1)
+    assert Client(prof).generate("hi").text == "fine now"
+    assert scripted_server.requests == 2
 
 
 def test_session_reuses_connections(sandbox):

@@ -471,7 +471,7 @@ class Client:
     def __init__(self, profile: Profile | str | None = None, *, cache=None) -> None:
         self.profile = profile if isinstance(profile, Profile) else resolve_profile(profile)
         self.cache = cache
-        self.limiter = bucket_for(self.profile.name, self.profile.qps)
+        self.limiter = bucket_for(self.profile)
         self._session = None
         if not self.profile.endpoint or self.profile.endpoint.startswith(EMBEDDED_PREFIX):
             self.endpoint()  # start (and announce) the embedded server now, even if the cache answers

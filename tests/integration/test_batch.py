@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import run, settled
+import nb_model
 from nb_model import client as client_mod
 from nb_model.batch import generate_many, split_spans, split_text, summarize_long
 from nb_model.client import client_for, estimate_tokens
@@ -252,6 +253,33 @@ def test_redis_limiter_keeps_several_processes_under_the_server_limit(redis_serv
         alone = run_processes(server, tmp_path, "local")  # the control: each process limits only itself
         assert server.wait_idle()["by_status"].get("429", 0) > 0
         assert any("HTTP 429" in e for r in alone for e in r["errors"])
+
+
+@pytest.mark.redis
+def test_profile_cache_url_shares_the_limit_by_endpoint_and_key(redis_server, sandbox, monkeypatch, collected):
+    """A profile's cache_url also shares its rate limit; profiles of any name calling the same endpoint with
+    the same key share one schedule in Redis, keyed without the key itself."""
+    from nb_model.limits import RedisBucket
+    url = f"{redis_server}?namespace=t{uuid.uuid4().hex[:8]}"
+    key, other = "sk-limit-" + "x" * 20, "sk-other-" + "y" * 20
+    monkeypatch.setenv("MODEL_API_KEY", key)
+    monkeypatch.setenv("OTHER_KEY", other)
+    for name, extra in (("shared", {}), ("same-key", {}), ("other-key", {"key_env": "OTHER_KEY"})):
+        nb_model.add_profile(name, endpoint=sandbox.url, cache_url=url, qps=5.0, **extra)
+    a, b, c = (client_for(name).limiter for name in ("shared", "same-key", "other-key"))
+    assert all(isinstance(limiter, RedisBucket) for limiter in (a, b, c))
+    assert a.key == b.key != c.key and sandbox.url in a.key
+    assert not any(secret in k for k in (a.key, c.key) for secret in (key, other, "x" * 20, "y" * 20))
+    t = time.perf_counter()
+    for limiter in (a, b) * 3:  # one schedule at 5/s with a burst of 2: four waits of 0.2 s
+        limiter.acquire()
+    assert time.perf_counter() - t >= 0.7
+    t = time.perf_counter()
+    c.acquire()
+    c.acquire()
+    assert time.perf_counter() - t < 0.15  # another key: its own schedule
+    assert client_for("shared").generate("hello", max_tokens=3, cache="off").text
+    assert not [n for n in collected if "rate limit" in n]  # Redis answered: no fallback
 
 
 def test_unreachable_redis_is_one_warning_and_the_local_limit(sandbox, use_endpoint, monkeypatch, collected):

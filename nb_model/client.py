@@ -308,6 +308,11 @@ class Stream:
         gen = self.generation
         gen.latency_s = time.perf_counter() - start
         gen.finish_reason = gen.finish_reason if reason == "stop" and gen.finish_reason else reason
+        if not gen.text and gen.finish_reason in INCOMPLETE:
+            # no answer came (an error status, nothing sent, stopped before the first byte): nothing to
+            # charge beyond what the server itself reported
+            gen.cost_usd = gen.usage.total_tokens * self.client.profile.price_per_1m / 1e6
+            return
         if not gen.usage.prompt_tokens:
             gen.usage.prompt_tokens = estimate_tokens(self.spec.transcript())
         if not gen.usage.completion_tokens and gen.text:

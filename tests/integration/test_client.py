@@ -143,6 +143,25 @@ def test_unreadable_retry_after_is_retried_with_backoff(scripted_server):
     assert scripted_server.requests == 2
 
 
+def test_failed_calls_cost_nothing(keyed_sandbox, sandbox):
+    """No answer, no charge: a refused key or a server that is not there; a stream cut after text did cost."""
+    prompt = "word " * 4000
+    refused = client(keyed_sandbox).stream(prompt, max_tokens=5)
+    with pytest.raises(APIError):
+        refused.text()
+    nowhere = Client(resolve_profile("sandbox", endpoint="http://127.0.0.1:9", max_retries=0)).stream(prompt)
+    with pytest.raises(ConnectionFailed):
+        nowhere.text()
+    for gen in (refused.generation, nowhere.generation):
+        assert gen.finish_reason == "error" and gen.cost_usd == 0 and gen.usage.total_tokens == 0
+    sandbox.inject("cut-after:5")
+    partial = client(sandbox).stream(prompt, max_tokens=50)
+    with pytest.raises(APIError):
+        partial.text()
+    gen = partial.generation
+    assert gen.text and gen.usage.prompt_tokens >= 4000 and gen.cost_usd > 0.048
+
+
 def test_session_reuses_connections(sandbox):
     c = client(sandbox)
     for _ in range(3):

@@ -377,7 +377,7 @@ class Stream:
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         self.generation.request_id = request_id
         if resp.status_code >= 400:
-            msg = client.redact(_server_message(resp))
+            msg = client.redact(protocols.clean_text(_server_message(resp)))
             resp.close()
             rid = f" [request {request_id}]" if request_id else ""
             what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid}"

@@ -527,17 +527,27 @@ class Client:
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
-        needed = estimate_tokens(spec.transcript())
-        if needed > self.profile.context_window and spec.messages:
-            raise ConfigError(
-                f"the chat ({len(spec.messages)} earlier messages and this prompt) needs about {needed} tokens, "
-                f"over the {self.profile.context_window}-token context window of {self.profile.name!r}: "
-                f"reset the chat (%generate chat reset NAME) or continue in a new one (--chat OTHER)")
-        if needed > self.profile.context_window:
-            raise ConfigError(
-                f"the prompt needs about {needed} tokens, over the {self.profile.context_window}-token context "
-                f"window of {self.profile.name!r}: split it (nb_model.split_text) and summarize in parts")
+        self._check_context(spec)
         return spec
+
+    def _check_context(self, spec: Spec) -> None:
+        """Refuse before sending when the prompt (estimated) plus the reply budget (max_tokens) cannot fit."""
+        window, name = self.profile.context_window, self.profile.name
+        needed = estimate_tokens(spec.transcript())
+        reply = spec.params.get("max_tokens") or 0
+        if needed + reply <= window:
+            return
+        if spec.messages:
+            what = f"the chat ({len(spec.messages)} earlier messages and this prompt) needs about {needed} tokens"
+            fix = "reset the chat (%generate chat reset NAME) or continue in a new one (--chat OTHER)"
+        else:
+            what = f"the prompt needs about {needed} tokens"
+            fix = "split it (nb_model.split_text) and summarize in parts"
+        if needed < window:  # the prompt fits, the reply it may get does not
+            what += f" and max_tokens reserves {reply} for the reply ({needed + reply} in all)"
+            fix = f"lower max_tokens to at most {window - needed}, " + ("shorten the prompt or " + fix
+                                                                        if not spec.messages else fix)
+        raise ConfigError(f"{what}, over the {window}-token context window of {name!r}: {fix}")
 
     def stream(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
                stream: bool = True, cache: str = "use", max_retries: int | None = None,

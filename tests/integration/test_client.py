@@ -162,6 +162,21 @@ def test_failed_calls_cost_nothing(keyed_sandbox, sandbox):
     assert gen.text and gen.usage.prompt_tokens >= 4000 and gen.cost_usd > 0.048
 
 
+def test_context_window_counts_the_reply_budget(sandbox):
+    c = client(sandbox)  # a 16384-token window
+    prompt = "word " * 12000  # about 15000 tokens
+    with pytest.raises(ConfigError) as info:
+        c.generate(prompt, max_tokens=2048)
+    line = str(info.value)
+    assert "\n" not in line and "15000 tokens" in line and "2048" in line and "16384-token context window" in line
+    assert "lower max_tokens to at most 1384" in line and "split_text" in line
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with pytest.raises(ConfigError, match="the chat .* max_tokens reserves 2048 .* chat reset"):
+        c.generate(prompt, messages=chat, max_tokens=2048)
+    assert sandbox.stats()["requests"] == 0
+    assert c.generate(prompt, max_tokens=1000).text  # fits with a smaller reply: sent, and the server agrees
+
+
 def test_session_reuses_connections(sandbox):
     c = client(sandbox)
     for _ in range(3):

@@ -193,6 +193,11 @@ def test_split_overlaps_and_refuses_bad_budgets():
         with pytest.raises(ConfigError):
             split_text(text, **{"max_tokens": 60, **bad})
     assert split_text("   \n\n  ", 10) == []
+    for bad in (None, 123, b"bytes", ["a list"]):
+        with pytest.raises(ConfigError, match="split_text needs the text as a string"):
+            split_text(bad)
+        with pytest.raises(ConfigError, match="summarize_long needs the text as a string"):
+            summarize_long(bad, progress=False)
 
 
 def test_summarize_long_maps_then_reduces(sandbox, use_endpoint):

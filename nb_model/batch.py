@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from .client import client_for, estimate_tokens, notice
+from .client import check_cache_mode, client_for, estimate_tokens, notice
 from .config import validate_params
 from .errors import ConfigError, Interrupted, NbModelError
 from .results import Generation, Usage
@@ -149,6 +149,7 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
         raise ConfigError(f"errors must be 'collect' or 'raise', got {errors!r}")
     if not isinstance(max_workers, int) or max_workers < 1:
         raise ConfigError(f"max_workers must be a positive integer, got {max_workers!r}")
+    check_cache_mode(cache)
     items, index = _as_items(prompts)
     client = client_for(profile, model=model)
     validate_params({**client.profile.defaults, **params}, client.profile)  # bad params: one line, nothing sent

@@ -26,6 +26,7 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
 EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
 INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
+CACHE_MODES = ("use", "refresh", "off")  # look up and store · only store (a fresh answer) · neither
 EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox serving that engine
 
 def _default_notice(msg: str) -> None:
@@ -125,6 +126,12 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
     if hint is not None and hint >= 0:
         return hint
     return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def check_cache_mode(mode) -> None:
+    """One ConfigError line unless `mode` is one of CACHE_MODES."""
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"cache must be one of {', '.join(map(repr, CACHE_MODES))}, got {mode!r}")
 
 
 _in_flight = threading.local()  # .stream: the Stream whose request this thread is sending
@@ -553,6 +560,7 @@ class Client:
                stream: bool = True, cache: str = "use", max_retries: int | None = None,
                on_retry: Callable[[str], None] | None = None, **params) -> Stream:
         """Start a generation; iterate the returned `Stream` for text deltas."""
+        check_cache_mode(cache)
         spec = self.spec(prompt, system=system, messages=messages, **params)
         retries = self.profile.max_retries if max_retries is None else max_retries
         return Stream(self, spec, stream=stream, max_retries=retries, cache_mode=cache, on_retry=on_retry)

@@ -177,6 +177,16 @@ def test_context_window_counts_the_reply_budget(sandbox):
     assert c.generate(prompt, max_tokens=1000).text  # fits with a smaller reply: sent, and the server agrees
 
 
+def test_unknown_cache_mode_is_one_line(sandbox):
+    for bad in ("sometimes", True, None):
+        with pytest.raises(ConfigError) as info:
+            client(sandbox).generate("x", cache=bad)
+        assert "'use', 'refresh', 'off'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="cache must be one of"):
+        nb_model.generate_many(["x"], cache="sometimes", progress=False)
+    assert sandbox.stats()["requests"] == 0
+
+
 def test_session_reuses_connections(sandbox):
     c = client(sandbox)
     for _ in range(3):

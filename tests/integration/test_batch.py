@@ -87,8 +87,21 @@ def test_errors_collected_per_item_with_progress_postfix(sandbox, use_endpoint, 
     got = generate_many([f"question {i}" for i in range(5)], max_workers=1, max_tokens=10)
     assert [g.finish_reason == "error" for g in got] == [True, True, False, False, False]
     assert "HTTP 400" in got[0].error and "\n" not in got[0].error and got[2].error is None
+    assert "error='HTTP 400" in repr(got[0]) and "error=" not in repr(got[2])  # a failed item says why
     err = capsys.readouterr().err
     assert "generate_many" in err and "prompt/s" in err and "errors=2" in err  # tqdm on stderr, no crash
+
+
+def test_failed_item_repr_shows_the_error_never_the_key(keyed_sandbox, use_endpoint, monkeypatch):
+    from nb_model.results import Generation
+    use_endpoint(keyed_sandbox)
+    wrong = "sk-wrong-" + "w" * 20
+    monkeypatch.setenv("MODEL_API_KEY", wrong)
+    got = generate_many(["hello"], progress=False, max_tokens=5)
+    assert "finish_reason='error', error='HTTP 401" in repr(got[0]) and "check the key" in repr(got[0])
+    assert wrong not in repr(got[0]) and "w" * 20 not in repr(got[0])
+    odd = Generation(finish_reason="error", error=f"proxy said: Authorization: Bearer {wrong} rejected\nmore")
+    assert wrong not in repr(odd) and "Bearer ***" in repr(odd) and "more" not in repr(odd)
 
 
 def test_errors_raise_stops_the_batch(sandbox, use_endpoint, capsys):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from .client import client_for, estimate_tokens, notice
+from .client import check_cache_mode, client_for, estimate_tokens, notice
 from .config import validate_params
 from .errors import ConfigError, Interrupted, NbModelError
 from .results import Generation, Usage
@@ -149,6 +149,7 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
         raise ConfigError(f"errors must be 'collect' or 'raise', got {errors!r}")
     if not isinstance(max_workers, int) or max_workers < 1:
         raise ConfigError(f"max_workers must be a positive integer, got {max_workers!r}")
+    check_cache_mode(cache)
     items, index = _as_items(prompts)
     client = client_for(profile, model=model)
     validate_params({**client.profile.defaults, **params}, client.profile)  # bad params: one line, nothing sent
@@ -204,6 +205,13 @@ def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, c
 
 
 # -- long inputs -----------------------------------------------------------------
+def _need_text(text, what: str) -> None:
+    """One ConfigError line unless `text` is a string."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} needs the text as a string, got {type(text).__name__}: "
+                          "read the file or column into a str first")
+
+
 _LEVELS = (
     re.compile(r"\n[ \t]*\n\s*"),      # paragraph breaks
     re.compile(r"(?<=[.!?;:…。])[\"')\]]*\s+"),  # sentence ends
@@ -233,6 +241,7 @@ def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
 
 def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -> list[tuple[int, int]]:
     """(start, end) spans of `split_text`'s chunks: in order, covering the text, each within budget."""
+    _need_text(text, "split_text")
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     overlap = max_tokens // 10 if overlap is None else overlap
@@ -284,6 +293,8 @@ def summarize_long(text: str, *, instructions: str = "Summarize the following te
     reply. Summaries still over the budget are reduced again the same way. The
     returned `Generation` is the final summary; its usage and cost add up every call.
     """
+    _need_text(text, "summarize_long")
+    _need_text(instructions, "summarize_long's instructions")
     client = client_for(profile, model=model)
     if chunk_tokens is None:
         reply = params.get("max_tokens") or client.profile.defaults.get("max_tokens") or 512

@@ -26,6 +26,7 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
 EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
 INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
+CACHE_MODES = ("use", "refresh", "off")  # look up and store · only store (a fresh answer) · neither
 EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox serving that engine
 
 def _default_notice(msg: str) -> None:
@@ -116,12 +117,21 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
         try:
             hint = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                hint = max(0.0, parsed.timestamp() - time.time())
+            try:  # an HTTP date; anything unreadable ("soon") means the default backoff
+                parsed = email.utils.parsedate_to_datetime(value) if value else None
+                if parsed is not None:
+                    hint = max(0.0, parsed.timestamp() - time.time())
+            except (ValueError, TypeError, OverflowError):
+                hint = None
     if hint is not None and hint >= 0:
         return hint
     return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def check_cache_mode(mode) -> None:
+    """One ConfigError line unless `mode` is one of CACHE_MODES."""
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"cache must be one of {', '.join(map(repr, CACHE_MODES))}, got {mode!r}")
 
 
 _in_flight = threading.local()  # .stream: the Stream whose request this thread is sending
@@ -305,6 +315,11 @@ class Stream:
         gen = self.generation
         gen.latency_s = time.perf_counter() - start
         gen.finish_reason = gen.finish_reason if reason == "stop" and gen.finish_reason else reason
+        if not gen.text and gen.finish_reason in INCOMPLETE:
+            # no answer came (an error status, nothing sent, stopped before the first byte): nothing to
+            # charge beyond what the server itself reported
+            gen.cost_usd = gen.usage.total_tokens * self.client.profile.price_per_1m / 1e6
+            return
         if not gen.usage.prompt_tokens:
             gen.usage.prompt_tokens = estimate_tokens(self.spec.transcript())
         if not gen.usage.completion_tokens and gen.text:
@@ -369,7 +384,7 @@ class Stream:
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         self.generation.request_id = request_id
         if resp.status_code >= 400:
-            msg = client.redact(_server_message(resp))
+            msg = client.redact(protocols.clean_text(_server_message(resp)))
             resp.close()
             rid = f" [request {request_id}]" if request_id else ""
             what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid}"
@@ -468,7 +483,7 @@ class Client:
     def __init__(self, profile: Profile | str | None = None, *, cache=None) -> None:
         self.profile = profile if isinstance(profile, Profile) else resolve_profile(profile)
         self.cache = cache
-        self.limiter = bucket_for(self.profile.name, self.profile.qps)
+        self.limiter = bucket_for(self.profile)
         self._session = None
         if not self.profile.endpoint or self.profile.endpoint.startswith(EMBEDDED_PREFIX):
             self.endpoint()  # start (and announce) the embedded server now, even if the cache answers
@@ -519,22 +534,33 @@ class Client:
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
-        needed = estimate_tokens(spec.transcript())
-        if needed > self.profile.context_window and spec.messages:
-            raise ConfigError(
-                f"the chat ({len(spec.messages)} earlier messages and this prompt) needs about {needed} tokens, "
-                f"over the {self.profile.context_window}-token context window of {self.profile.name!r}: "
-                f"reset the chat (%generate chat reset NAME) or continue in a new one (--chat OTHER)")
-        if needed > self.profile.context_window:
-            raise ConfigError(
-                f"the prompt needs about {needed} tokens, over the {self.profile.context_window}-token context "
-                f"window of {self.profile.name!r}: split it (nb_model.split_text) and summarize in parts")
+        self._check_context(spec)
         return spec
+
+    def _check_context(self, spec: Spec) -> None:
+        """Refuse before sending when the prompt (estimated) plus the reply budget (max_tokens) cannot fit."""
+        window, name = self.profile.context_window, self.profile.name
+        needed = estimate_tokens(spec.transcript())
+        reply = spec.params.get("max_tokens") or 0
+        if needed + reply <= window:
+            return
+        if spec.messages:
+            what = f"the chat ({len(spec.messages)} earlier messages and this prompt) needs about {needed} tokens"
+            fix = "reset the chat (%generate chat reset NAME) or continue in a new one (--chat OTHER)"
+        else:
+            what = f"the prompt needs about {needed} tokens"
+            fix = "split it (nb_model.split_text) and summarize in parts"
+        if needed < window:  # the prompt fits, the reply it may get does not
+            what += f" and max_tokens reserves {reply} for the reply ({needed + reply} in all)"
+            fix = f"lower max_tokens to at most {window - needed}, " + ("shorten the prompt or " + fix
+                                                                        if not spec.messages else fix)
+        raise ConfigError(f"{what}, over the {window}-token context window of {name!r}: {fix}")
 
     def stream(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
                stream: bool = True, cache: str = "use", max_retries: int | None = None,
                on_retry: Callable[[str], None] | None = None, **params) -> Stream:
         """Start a generation; iterate the returned `Stream` for text deltas."""
+        check_cache_mode(cache)
         spec = self.spec(prompt, system=system, messages=messages, **params)
         retries = self.profile.max_retries if max_retries is None else max_retries
         return Stream(self, spec, stream=stream, max_retries=retries, cache_mode=cache, on_retry=on_retry)

@@ -46,7 +46,7 @@ class Profile:
     read_timeout: float = 60.0
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    cache_url: str | None = None  # redis://… to share the cache (else the per-notebook SQLite file)
+    cache_url: str | None = None  # redis://… to share the cache and the rate limit (else SQLite, per process)
 
     def key_envs(self) -> tuple[str, ...]:
         return (self.key_env,) if self.key_env else KEY_ENVS

@@ -1,17 +1,21 @@
 """Client-side rate limiting: a token bucket per profile, shared by all threads.
 
-With `NB_MODEL_LIMIT_URL` (or the shared cache's `NB_MODEL_CACHE_URL`) set to
-`redis://...`, the bucket lives in Redis instead, so every kernel and machine
-using that server stays under the profile's rate together. Buckets are keyed by
-the cache namespace and the profile name. `NB_MODEL_LIMIT_URL=local` keeps the
-limit per process. An unreachable Redis means one warning and the in-process
-bucket.
+With `NB_MODEL_LIMIT_URL` (or the shared cache's `NB_MODEL_CACHE_URL`, or the
+profile's `cache_url`) set to `redis://...`, the bucket lives in Redis instead, so
+every kernel and machine using that server stays under the rate together. Shared
+buckets are keyed by the cache namespace, the endpoint and a short hash of the
+endpoint and the API key (never the key itself), so profiles of any name calling
+the same endpoint with the same key share one limit. `NB_MODEL_LIMIT_URL=local`
+keeps the limit per process, as does the embedded sandbox (one per kernel). An
+unreachable Redis means one warning and the in-process bucket.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
+from typing import Callable
 
 # GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it.
 # KEYS[1] = schedule key; ARGV = interval between requests (s), burst (requests).
@@ -76,8 +80,9 @@ class RedisBucket:
     reached, one warning is shown and `fallback` (the process's bucket) takes over.
     """
 
-    def __init__(self, url: str, key: str, fallback: TokenBucket) -> None:
-        self.url, self.key, self.fallback = url, key, fallback
+    def __init__(self, url: str, key: str | Callable[[], str], fallback: TokenBucket) -> None:
+        self.url, self.fallback = url, fallback
+        self._key = key  # a callable is asked at every request (the API key is read at request time)
         self.rate, self.burst = fallback.rate, fallback.burst
         self._script = None
         self._down_until = 0.0
@@ -89,6 +94,10 @@ class RedisBucket:
                 from .cache.redis_store import redis_client
                 self._script = redis_client(self.url).register_script(_RESERVE_LUA)
         return float(self._script(keys=[self.key], args=[1.0 / self.rate, self.burst]))
+
+    @property
+    def key(self) -> str:
+        return self._key() if callable(self._key) else self._key
 
     def acquire(self) -> float:
         if self.rate <= 0:
@@ -113,27 +122,37 @@ class RedisBucket:
                     f"unavailable ({reason}); limiting this process alone to {self.rate:g} requests/s")
 
 
-def shared_limit_url() -> str | None:
-    """The Redis URL of the shared limiter, or None for the in-process one."""
-    url = os.environ.get("NB_MODEL_LIMIT_URL") or os.environ.get("NB_MODEL_CACHE_URL") or ""
+def shared_limit_url(profile_url: str | None = None) -> str | None:
+    """The Redis URL of the shared limiter (NB_MODEL_LIMIT_URL, else NB_MODEL_CACHE_URL, else the
+    profile's cache_url), or None for the in-process one."""
+    url = os.environ.get("NB_MODEL_LIMIT_URL") or os.environ.get("NB_MODEL_CACHE_URL") or profile_url or ""
     return url if url.split(":", 1)[0].lower() in ("redis", "rediss", "unix") else None
+
+
+def limit_key(namespace: str, endpoint: str, api_key: str | None) -> str:
+    """The Redis key of the limit for an endpoint and API key: the endpoint without credentials, and a
+    truncated sha256 of the endpoint and the key (the key itself never appears)."""
+    from .config import redact_url
+    digest = hashlib.sha256(f"{endpoint}\n{api_key or ''}".encode()).hexdigest()[:16]
+    return f"nb_model.limit:{namespace}:{redact_url(endpoint)}:{digest}"
 
 
 _buckets: dict[tuple, TokenBucket | RedisBucket] = {}
 _buckets_lock = threading.Lock()
 
 
-def bucket_for(profile_name: str, qps: float) -> TokenBucket | RedisBucket:
-    """The process-wide bucket of a profile (one per name and rate), in Redis when one is configured."""
-    url = shared_limit_url()
-    key = (profile_name, float(qps), url)
+def bucket_for(profile) -> TokenBucket | RedisBucket:
+    """The process-wide bucket of a profile (one per name and rate), in Redis when one is configured
+    and the endpoint is a real server (the embedded sandbox belongs to this kernel alone)."""
+    name, qps, endpoint = profile.name, float(profile.qps), profile.endpoint
+    url = shared_limit_url(profile.cache_url) if endpoint and not endpoint.startswith("embedded:") else None
     with _buckets_lock:
-        local = _buckets.setdefault((profile_name, float(qps), None),
-                                    TokenBucket(qps, burst=min(qps, 2.0) if qps else 1.0))
+        local = _buckets.setdefault((name, qps, None), TokenBucket(qps, burst=min(qps, 2.0) if qps else 1.0))
         if url is None:
             return local
+        key = (name, qps, url, endpoint, profile.key_envs())
         if key not in _buckets:
             from .cache.redis_store import parse_cache_url
             redis_url, namespace = parse_cache_url(url)[:2]
-            _buckets[key] = RedisBucket(redis_url, f"nb_model.limit:{namespace}:{profile_name}", local)
+            _buckets[key] = RedisBucket(redis_url, lambda: limit_key(namespace, endpoint, profile.api_key()), local)
         return _buckets[key]

@@ -1,8 +1,18 @@
 """Plain result objects: `Generation` and `Usage`."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+_KEYLIKE = re.compile(r"(?i)\b(bearer\s+|(?:sk|pk|rk)-|(?:api[_-]?key|token|password)[=:]\s*)[^\s'\",;]{4,}")
+
+
+def _error_line(error: str, width: int = 200) -> str:
+    """An error message for a repr: its first line, shortened, anything key-like masked."""
+    line = _KEYLIKE.sub(r"\1***", str(error).strip().split("\n", 1)[0])
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 @dataclass
@@ -39,8 +49,9 @@ class Generation:
 
     def __repr__(self) -> str:
         head = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        error = f", error={_error_line(self.error)!r}" if self.error else ""
         return (
-            f"Generation(text={head!r}, finish_reason={self.finish_reason!r}, "
+            f"Generation(text={head!r}, finish_reason={self.finish_reason!r}{error}, "
             f"model={self.model!r}, tokens={self.usage.prompt_tokens}/{self.usage.completion_tokens}, "
             f"cached={self.cached})"
         )

@@ -205,3 +205,40 @@ def redis_server(tmp_path_factory):
             proc.wait(timeout=10)
         return
     pytest.fail("redis-server did not answer PING within 10 s")
+
+
+@pytest.fixture
+def scripted_server():
+    """A tiny real HTTP server on loopback for reply shapes the sandbox never sends: each POST gets the
+    next of `.replies` (status, headers, body bytes; the last one repeats), `.requests` counts them."""
+    import http.server
+    import threading
+
+    class Scripted:
+        replies: list = []
+        requests = 0
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            Scripted.requests += 1
+            status, headers, body = Scripted.replies.pop(0) if len(Scripted.replies) > 1 else Scripted.replies[0]
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    Scripted.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    Scripted.replies = []
+    try:
+        yield Scripted
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -135,11 +135,12 @@ class SQLiteStore:
         return str(self.path)
 
     def _run(self, what: str, fn: Callable[[sqlite3.Connection], Any], default: Any = None) -> Any:
-        """Run one statement group under the lock; a failure is one warning, never a traceback."""
+        """Run one statement group under the lock; a failure (also a value SQLite cannot hold: a huge
+        integer, text that is not valid Unicode) is one warning, never a traceback."""
         try:
             with self._lock:
                 return fn(self.conn)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, UnicodeError, ValueError, TypeError) as exc:
             if not self._failed:
                 self._failed = True
                 self._warn(f"nb_model: the cache file {self.path} failed to {what} ({exc}); continuing without it")
@@ -157,10 +158,11 @@ class SQLiteStore:
             return None  # a damaged entry is a miss; the next store replaces it
 
     def store(self, key: str, gen: Generation, head: str) -> None:
-        data = json.dumps({**gen.to_dict(), "cached": False}, ensure_ascii=False)
-        self._run("write", lambda c: c.execute(
-            "INSERT OR REPLACE INTO entries(key, created, model, prompt_head, generation) VALUES (?,?,?,?,?)",
-            (key, time.time(), gen.model, head, data)))
+        def insert(c: sqlite3.Connection):
+            data = json.dumps({**gen.to_dict(), "cached": False}, ensure_ascii=False)
+            return c.execute("INSERT OR REPLACE INTO entries(key, created, model, prompt_head, generation) "
+                             "VALUES (?,?,?,?,?)", (key, time.time(), gen.model, head, data))
+        self._run("write", insert)
 
     def entries(self, n: int | None = None) -> list[dict]:
         """Newest first: created, model, prompt_head."""
@@ -185,11 +187,12 @@ class SQLiteStore:
 
     # -- history --------------------------------------------------------------
     def record(self, row: dict) -> None:
-        row = {**row, "params": json.dumps(row.get("params") or {}, sort_keys=True)}
-        values = tuple(row.get(c) for c in HISTORY_COLUMNS)
-        self._run("write", lambda c: c.execute(
-            f"INSERT INTO history({','.join(HISTORY_COLUMNS)}) VALUES ({','.join('?' * len(HISTORY_COLUMNS))})",
-            values))
+        def insert(c: sqlite3.Connection):
+            values = {**row, "params": json.dumps(row.get("params") or {}, sort_keys=True)}
+            return c.execute(f"INSERT INTO history({','.join(HISTORY_COLUMNS)}) "
+                             f"VALUES ({','.join('?' * len(HISTORY_COLUMNS))})",
+                             tuple(values.get(c) for c in HISTORY_COLUMNS))
+        self._run("write", insert)
 
     def history(self, n: int | None = None) -> list[dict]:
         """The last n rows (all when None), oldest first."""

@@ -25,21 +25,46 @@ class Chunk:
     done: bool = False  # the server said the reply is complete
 
 
+MAX_TOKEN_COUNT = 10 ** 9  # a token count above this is nonsense, whatever the model
+
+
+def clean_text(text: str) -> str:
+    """`text` with unpaired UTF-16 surrogates (e.g. a JSON "\\ud800") replaced by U+FFFD, so it can be
+    shown and stored as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _token_count(value):
+    """A usage count the client can use: a plain int from 0 to MAX_TOKEN_COUNT, else None (estimated)."""
+    return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else None
+
+
 def error_chunk(err) -> Chunk:
     """The `error` member of a reply (an object with a message, or anything) as an error Chunk."""
-    return Chunk(error=str(err.get("message", err)) if isinstance(err, dict) else str(err))
+    return Chunk(error=clean_text(str(err.get("message", err)) if isinstance(err, dict) else str(err)))
 
 
 def checked(chunk: Chunk) -> Chunk:
-    """Reject metadata of the wrong type so callers never trip over it."""
+    """Reject metadata of the wrong type so callers never trip over it; drop token counts that are not
+    plausible (negative, huge, booleans, floats: estimated instead); make text safe to show and store."""
     if chunk.finish_reason is not None and not isinstance(chunk.finish_reason, str):
         raise ProtocolError("finish_reason is not a string")
-    if chunk.usage is not None and not (
-            isinstance(chunk.usage, dict)
-            and all(isinstance(chunk.usage.get(k, 0) or 0, int) for k in ("prompt_tokens", "completion_tokens"))):
+    if chunk.usage is not None and not isinstance(chunk.usage, dict):
         raise ProtocolError("usage is not an object of token counts")
     if chunk.model is not None and not isinstance(chunk.model, str):
         raise ProtocolError("model is not a string")
+    if chunk.usage is not None:
+        counts = {k: _token_count(chunk.usage.get(k)) for k in ("prompt_tokens", "completion_tokens")}
+        chunk.usage = {k: v for k, v in counts.items() if v is not None} or None
+    chunk.text = clean_text(chunk.text)
+    if chunk.finish_reason is not None:
+        chunk.finish_reason = clean_text(chunk.finish_reason)
+    if chunk.model is not None:
+        chunk.model = clean_text(chunk.model)
     return chunk
 
 

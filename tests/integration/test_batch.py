@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import run, settled
+import nb_model
 from nb_model import client as client_mod
 from nb_model.batch import generate_many, split_spans, split_text, summarize_long
 from nb_model.client import client_for, estimate_tokens
@@ -86,8 +87,21 @@ def test_errors_collected_per_item_with_progress_postfix(sandbox, use_endpoint, 
     got = generate_many([f"question {i}" for i in range(5)], max_workers=1, max_tokens=10)
     assert [g.finish_reason == "error" for g in got] == [True, True, False, False, False]
     assert "HTTP 400" in got[0].error and "\n" not in got[0].error and got[2].error is None
+    assert "error='HTTP 400" in repr(got[0]) and "error=" not in repr(got[2])  # a failed item says why
     err = capsys.readouterr().err
     assert "generate_many" in err and "prompt/s" in err and "errors=2" in err  # tqdm on stderr, no crash
+
+
+def test_failed_item_repr_shows_the_error_never_the_key(keyed_sandbox, use_endpoint, monkeypatch):
+    from nb_model.results import Generation
+    use_endpoint(keyed_sandbox)
+    wrong = "sk-wrong-" + "w" * 20
+    monkeypatch.setenv("MODEL_API_KEY", wrong)
+    got = generate_many(["hello"], progress=False, max_tokens=5)
+    assert "finish_reason='error', error='HTTP 401" in repr(got[0]) and "check the key" in repr(got[0])
+    assert wrong not in repr(got[0]) and "w" * 20 not in repr(got[0])
+    odd = Generation(finish_reason="error", error=f"proxy said: Authorization: Bearer {wrong} rejected\nmore")
+    assert wrong not in repr(odd) and "Bearer ***" in repr(odd) and "more" not in repr(odd)
 
 
 def test_errors_raise_stops_the_batch(sandbox, use_endpoint, capsys):
@@ -192,6 +206,11 @@ def test_split_overlaps_and_refuses_bad_budgets():
         with pytest.raises(ConfigError):
             split_text(text, **{"max_tokens": 60, **bad})
     assert split_text("   \n\n  ", 10) == []
+    for bad in (None, 123, b"bytes", ["a list"]):
+        with pytest.raises(ConfigError, match="split_text needs the text as a string"):
+            split_text(bad)
+        with pytest.raises(ConfigError, match="summarize_long needs the text as a string"):
+            summarize_long(bad, progress=False)
 
 
 def test_summarize_long_maps_then_reduces(sandbox, use_endpoint):
@@ -252,6 +271,33 @@ def test_redis_limiter_keeps_several_processes_under_the_server_limit(redis_serv
         alone = run_processes(server, tmp_path, "local")  # the control: each process limits only itself
         assert server.wait_idle()["by_status"].get("429", 0) > 0
         assert any("HTTP 429" in e for r in alone for e in r["errors"])
+
+
+@pytest.mark.redis
+def test_profile_cache_url_shares_the_limit_by_endpoint_and_key(redis_server, sandbox, monkeypatch, collected):
+    """A profile's cache_url also shares its rate limit; profiles of any name calling the same endpoint with
+    the same key share one schedule in Redis, keyed without the key itself."""
+    from nb_model.limits import RedisBucket
+    url = f"{redis_server}?namespace=t{uuid.uuid4().hex[:8]}"
+    key, other = "sk-limit-" + "x" * 20, "sk-other-" + "y" * 20
+    monkeypatch.setenv("MODEL_API_KEY", key)
+    monkeypatch.setenv("OTHER_KEY", other)
+    for name, extra in (("shared", {}), ("same-key", {}), ("other-key", {"key_env": "OTHER_KEY"})):
+        nb_model.add_profile(name, endpoint=sandbox.url, cache_url=url, qps=5.0, **extra)
+    a, b, c = (client_for(name).limiter for name in ("shared", "same-key", "other-key"))
+    assert all(isinstance(limiter, RedisBucket) for limiter in (a, b, c))
+    assert a.key == b.key != c.key and sandbox.url in a.key
+    assert not any(secret in k for k in (a.key, c.key) for secret in (key, other, "x" * 20, "y" * 20))
+    t = time.perf_counter()
+    for limiter in (a, b) * 3:  # one schedule at 5/s with a burst of 2: four waits of 0.2 s
+        limiter.acquire()
+    assert time.perf_counter() - t >= 0.7
+    t = time.perf_counter()
+    c.acquire()
+    c.acquire()
+    assert time.perf_counter() - t < 0.15  # another key: its own schedule
+    assert client_for("shared").generate("hello", max_tokens=3, cache="off").text
+    assert not [n for n in collected if "rate limit" in n]  # Redis answered: no fallback
 
 
 def test_unreachable_redis_is_one_warning_and_the_local_limit(sandbox, use_endpoint, monkeypatch, collected):

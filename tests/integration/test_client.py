@@ -131,6 +131,60 @@ def test_backoff_honours_server_hints():
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
     assert 3 <= backoff_delay(0, {"Retry-After": date}) <= 5.5
     assert 0.375 <= backoff_delay(0) <= 0.5 and 6 <= backoff_delay(10) <= 8
+    for unreadable in ("soon", "Mon, 99 Foo 2024 25:61:00 GMT", "Fri, 31 Dec 99999 23:59:59 GMT", ""):
+        assert 0.375 <= backoff_delay(0, {"Retry-After": unreadable}) <= 0.5  # the default backoff
+
+
+def test_unreadable_retry_after_is_retried_with_backoff(scripted_server):
+    scripted_server.replies = [(429, {"Retry-After": "soon"}, b'{"error": "slow down"}'),
+                               (200, {}, b'{"output": "fine now", "finish_reason": "stop"}')]
+    prof = resolve_profile("sandbox", endpoint=scripted_server.url, max_retries=1)
+    assert Client(prof).generate("hi").text == "fine now"
+    assert scripted_server.requests == 2
+
+
+def test_failed_calls_cost_nothing(keyed_sandbox, sandbox):
+    """No answer, no charge: a refused key or a server that is not there; a stream cut after text did cost."""
+    prompt = "word " * 4000
+    refused = client(keyed_sandbox).stream(prompt, max_tokens=5)
+    with pytest.raises(APIError):
+        refused.text()
+    nowhere = Client(resolve_profile("sandbox", endpoint="http://127.0.0.1:9", max_retries=0)).stream(prompt)
+    with pytest.raises(ConnectionFailed):
+        nowhere.text()
+    for gen in (refused.generation, nowhere.generation):
+        assert gen.finish_reason == "error" and gen.cost_usd == 0 and gen.usage.total_tokens == 0
+    sandbox.inject("cut-after:5")
+    partial = client(sandbox).stream(prompt, max_tokens=50)
+    with pytest.raises(APIError):
+        partial.text()
+    gen = partial.generation
+    assert gen.text and gen.usage.prompt_tokens >= 4000 and gen.cost_usd > 0.048
+
+
+def test_context_window_counts_the_reply_budget(sandbox):
+    c = client(sandbox)  # a 16384-token window
+    prompt = "word " * 12000  # about 15000 tokens
+    with pytest.raises(ConfigError) as info:
+        c.generate(prompt, max_tokens=2048)
+    line = str(info.value)
+    assert "\n" not in line and "15000 tokens" in line and "2048" in line and "16384-token context window" in line
+    assert "lower max_tokens to at most 1384" in line and "split_text" in line
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with pytest.raises(ConfigError, match="the chat .* max_tokens reserves 2048 .* chat reset"):
+        c.generate(prompt, messages=chat, max_tokens=2048)
+    assert sandbox.stats()["requests"] == 0
+    assert c.generate(prompt, max_tokens=1000).text  # fits with a smaller reply: sent, and the server agrees
+
+
+def test_unknown_cache_mode_is_one_line(sandbox):
+    for bad in ("sometimes", True, None):
+        with pytest.raises(ConfigError) as info:
+            client(sandbox).generate("x", cache=bad)
+        assert "'use', 'refresh', 'off'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="cache must be one of"):
+        nb_model.generate_many(["x"], cache="sometimes", progress=False)
+    assert sandbox.stats()["requests"] == 0
 
 
 def test_session_reuses_connections(sandbox):

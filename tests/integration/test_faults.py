@@ -193,3 +193,17 @@ def test_prompt_over_context_window_refused_with_chunking_hint(sandbox, profile_
     assert not res.success and "context window" in line and "split_text" in line
     assert sandbox.stats()["requests"] == 0
     still_usable(shell)
+
+
+def test_failed_calls_are_not_charged_in_usage(keyed_sandbox, profile_file, shell):
+    """A refused key and a server that is not there: calls counted, no tokens in, no cost."""
+    profile_file(keyed_sandbox, max_retries=0, price_per_1m=12.0)
+    shell.user_ns["doc"] = "word " * 4000
+    assert not run(shell, "%%generate -o g\nSummarize: {doc}")[0].success
+    assert shell.user_ns["g"].cost_usd == 0 and shell.user_ns["g"].usage.prompt_tokens == 0
+    profile_file(type("Gone", (), {"url": "http://127.0.0.1:9"}), max_retries=0, price_per_1m=12.0)
+    assert not run(shell, "%%generate -o g\nSummarize: {doc}")[0].success
+    res, cap = run(shell, "%generate usage")
+    session = next(ln for ln in cap.stdout.splitlines() if ln.strip().startswith("this session"))
+    assert session.split()[2:] == ["2", "0", "0", "0", "$0.0000", "$0.0000"], session
+    still_usable(shell)

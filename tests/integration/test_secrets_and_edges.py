@@ -82,3 +82,44 @@ def test_truncation_line_without_an_explicit_max_tokens(shell, sandbox, use_endp
     res, cap = run(shell, "%%generate\nwrite a long essay")
     footer = shown(cap)[-1]
     assert "truncated at the server's default length" in footer and "None" not in footer
+
+
+ODD_USAGE = [{"prompt_tokens": -100, "completion_tokens": -5}, {"prompt_tokens": True, "completion_tokens": True},
+             {"prompt_tokens": 10 ** 30, "completion_tokens": 10 ** 30}, {"prompt_tokens": 3.5, "completion_tokens": "7"}]
+
+
+def test_odd_values_in_a_reply_are_shown_and_stored(shell, scripted_server, monkeypatch, tmp_path):
+    """A lone UTF-16 surrogate in the text and token counts that are negative, booleans or huge: the cell
+    shows the text, the counts are estimated instead, the SQLite cache and history take it all."""
+    import json
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    nb_model.add_profile("odd", endpoint=scripted_server.url, price_per_1m=12.0)
+    for n, usage in enumerate(ODD_USAGE):
+        lines = [json.dumps({"text": "bad \ud800 text"}), json.dumps({"text": "", "finish_reason": "stop",
+                                                                    "usage": usage})]
+        scripted_server.replies = [(200, {"Content-Type": "application/x-ndjson"}, "\n".join(lines).encode())]
+        res, cap = run(shell, f"%%generate -p odd -o g\nsay something odd {n}")
+        g = shell.user_ns["g"]
+        assert res.success and "Traceback" not in text_of(cap), text_of(cap)
+        assert g.text == "bad \ufffd text" and g.text in cap.stdout and g.finish_reason == "stop"
+        assert 0 < g.usage.prompt_tokens < 100 and 0 < g.usage.completion_tokens < 100 and 0 < g.cost_usd < 0.01
+        assert not notices(cap)  # no cache warning: the store took it
+        assert run(shell, f"%%generate -p odd -o g\nsay something odd {n}")[0].success
+        assert shell.user_ns["g"].cached and shell.user_ns["g"].text == "bad \ufffd text"
+    rows = nb_model.history()
+    assert len(rows) == 2 * len(ODD_USAGE) and set(rows["text"]) == {"bad \ufffd text"}
+    assert rows["prompt_tokens"].between(1, 99).all() and rows["completion_tokens"].between(1, 99).all()
+
+
+def test_sqlite_store_survives_values_it_cannot_hold(tmp_path):
+    from nb_model.cache.sqlite_store import open_sqlite
+    from nb_model.results import Generation, Usage
+    warned = []
+    store = open_sqlite(tmp_path / "c.sqlite", warned.append)
+    store.record({"time": 1.0, "text": "ok", "completion_tokens": 10 ** 30})
+    store.record({"time": 2.0, "text": "lone \ud800"})
+    store.store("k", Generation(text="lone \ud800", usage=Usage(1, 10 ** 30)), "head")
+    assert len(warned) == 1 and "cache file" in warned[0] and "\n" not in warned[0]
+    store.record({"time": 3.0, "text": "fine", "completion_tokens": 3})
+    assert [r["text"] for r in store.history()] == ["fine"]
+    store.close()

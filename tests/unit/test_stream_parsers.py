@@ -144,3 +144,35 @@ def test_malformed_line_is_protocol_error():
         decode(seed.stream_decoder(), [b'{"text": "abc\n'])
     with pytest.raises(ProtocolError):
         decode(openai.CHAT.stream_decoder(), [b"data: {not json\n\n"])
+
+
+def test_implausible_token_counts_are_dropped_and_estimated():
+    good = {"prompt_tokens": 12, "completion_tokens": 0}
+    for usage, kept in [(good, good), ({"prompt_tokens": -100, "completion_tokens": -5}, None),
+                        ({"prompt_tokens": True, "completion_tokens": False}, None),
+                        ({"prompt_tokens": 10 ** 30, "completion_tokens": 7}, {"completion_tokens": 7}),
+                        ({"prompt_tokens": 3.0, "completion_tokens": "4"}, None), ({}, None)]:
+        assert seed.parse_reply({"output": "x", "usage": usage}).usage == kept
+        assert openai.CHAT.parse_reply({"choices": [{"message": {"content": "x"}}], "usage": usage}).usage == kept
+
+
+def test_unpaired_surrogates_become_replacement_characters():
+    line = b'{"text": "bad \\ud800 end", "model": "m\\udfff"}\n{"text": "", "finish_reason": "stop"}\n'
+    chunks = decode(seed.stream_decoder(), [line])
+    assert chunks[0].text == "bad \ufffd end" and chunks[0].model == "m\ufffd"
+    pair = seed.parse_reply(json.loads('{"output": "ok \\ud83d\\ude00"}'))  # a proper pair is one character
+    assert pair.text == "ok \U0001F600"
+    err = decode(openai.CHAT.stream_decoder(), [b'data: {"error": {"message": "oops \\udc80"}}\n\n'])[0]
+    assert err.error == "oops \ufffd"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=8), st.integers() | st.booleans() | st.floats() | st.none(),
+       st.integers() | st.booleans() | st.none())
+def test_parsed_chunks_are_safe_to_show_and_store(text, prompt_tokens, completion_tokens):
+    obj = {"output": text, "model": text, "usage": {"prompt_tokens": prompt_tokens,
+                                                   "completion_tokens": completion_tokens}}
+    chunk = seed.parse_reply(json.loads(json.dumps(obj)))
+    (chunk.text + chunk.model).encode("utf-8")  # no lone surrogate left
+    for value in (chunk.usage or {}).values():
+        assert type(value) is int and 0 <= value <= 10 ** 9

@@ -27,3 +27,7 @@ if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
   fi
 fi
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+# an editable install skips the data-files: put the file that enables the server extension where
+# `pip install .` would (`jupyter server extension enable` refuses an extension no config lists yet)
+mkdir -p .venv/etc/jupyter/jupyter_server_config.d
+cp jupyter-config/jupyter_server_config.d/nb_model.json .venv/etc/jupyter/jupyter_server_config.d/

@@ -11,6 +11,8 @@ It implements the `Engine` protocol of `engine.py`::
 * A llama.cpp context is not thread-safe: generations are serialized by a lock
   (a second request waits for the first to finish or be closed).
 * It is a base model: the prompt is continued as written (completion style).
+  Prompts are tokenized as llama_cpp's own completion call does (``special=True``):
+  control tokens written as text, such as ``<start_of_turn>``, are one token each.
 * Sampling is llama.cpp's: ``top_k`` (None = off), ``top_p``, min_p 0.05,
   then ``temperature``; 0 is greedy. ``seed`` makes sampling repeatable (none:
   a fresh random seed). ``language`` is ignored. Each generation starts from a
@@ -34,7 +36,7 @@ from .engine import TokenStream
 MODEL_NAME = "gemma3-270m"
 GGUF_ENV = "NB_MODEL_GGUF"
 MIN_P = 0.05  # llama.cpp's default: drops tokens under 5% of the likeliest one's probability
-CONTEXT_WINDOW = 16384  # the sandbox server's default context window (the model allows 32768)
+CONTEXT_WINDOW = 16384  # n_ctx by default (the model allows 32768); the sandbox server takes it
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,7 +113,12 @@ class LlamaEngine:
     # -- the Engine protocol ------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Tokens the model reads for `text`, the beginning-of-sequence token included."""
-        return len(self.llama().tokenize(text.encode("utf-8"), add_bos=True))
+        return len(self._tokenize(self.llama(), text))
+
+    @staticmethod
+    def _tokenize(llama, text: str) -> list[int]:
+        """As `Llama.create_completion` reads a prompt: BOS, special tokens parsed."""
+        return llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int | None = None, language: str | None = None,
@@ -124,7 +131,7 @@ class LlamaEngine:
 
         llama = self.llama()
         with self._generate_lock:
-            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
+            tokens = self._tokenize(llama, prompt)
             llama.reset()  # a clean context: no reuse of the previous prompt, so greedy is repeatable
             llama.set_seed(seed if seed is not None else random.getrandbits(32))
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")

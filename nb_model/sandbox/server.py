@@ -10,8 +10,11 @@ Routes (``/v1/*`` need ``Authorization: Bearer <key>`` when an api_key is set):
 
 Every reply carries ``X-Request-Id``. Generation requests pass, in order: auth
 (401), the QPS token bucket (429 + Retry-After), validation (400), the fault
-injector, then the engine. Streams use chunked encoding and are flushed piece
-by piece, paced at ``token_rate`` (or the request's ``X-Sandbox-Rate``).
+injector, then the engine. Replies name the model the request asked for (as
+OpenAI-compatible servers such as vLLM do), else the engine's. The context
+window is the ``context_window`` argument, else the engine's, else 16384.
+Streams use chunked encoding and are flushed piece by piece, paced at
+``token_rate`` (or the request's ``X-Sandbox-Rate``).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .engine import Engine, SimulatedEngine, TokenStream
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
+CONTEXT_WINDOW = 16384  # tokens, when neither the caller nor the engine says
 MIDSTREAM = 3        # tokens sent before a `malformed` / `error-event` fault strikes
 FILTER_AFTER = 8     # tokens kept by the `filter` fault
 _DISCONNECTS = (ConnectionError, TimeoutError)
@@ -90,11 +94,13 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                  qps: float = 20.0, token_rate: float = 0.0, engine: Engine | None = None,
-                 max_tokens_cap: int = 2048, context_window: int = 16384, quiet: bool = True):
+                 max_tokens_cap: int = 2048, context_window: int | None = None, quiet: bool = True):
         self.host, self.port = host, port
         self.engine: Engine = engine or SimulatedEngine()
         self.qps, self.token_rate = qps, token_rate
-        self.max_tokens_cap, self.context_window = max_tokens_cap, context_window
+        # the explicit window, else the engine's own (a real model's n_ctx), else 16384
+        self.max_tokens_cap = max_tokens_cap
+        self.context_window = context_window or getattr(self.engine, "context_window", None) or CONTEXT_WINDOW
         self.quiet = quiet
         self.faults = FaultQueue()
         self._api_key = api_key
@@ -376,8 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, str(exc))
         if self._early_fault(fault, job.stream):
             return
-        reply = Reply(id=wire.id_prefix + self.request_id[len("req_"):],
-                      created=int(time.time()), model=sandbox.engine.model)
+        reply = Reply(id=wire.id_prefix + self.request_id[len("req_"):],  # the asked model's name, as vLLM does
+                      created=int(time.time()), model=job.model or sandbox.engine.model)
         tokens = TokenStream(self._shaped(sandbox.engine.generate(job.prompt, **job.params()),
                                           fault, rate))
         send = self._stream if job.stream else self._whole

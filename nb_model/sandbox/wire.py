@@ -37,6 +37,7 @@ class Job:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    model: str | None = None  # the model asked for, echoed in the reply
 
     def params(self) -> dict[str, Any]:
         """Keyword arguments of `Engine.generate`."""
@@ -90,13 +91,16 @@ def parse_job(body: Any, prompt: str, *, cap: int, stream: bool, include_usage: 
     language = body.get("language")
     if language is not None and not isinstance(language, str):
         raise BadRequest("language must be a string such as 'en', 'fr', 'de' or 'es'")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("model must be a string")
     return Job(
         prompt=prompt, max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0, "between 0 and 2"),
         top_p=top_p,
         top_k=_integer(body, "top_k", "a non-negative integer (0 = off)", low=0) or None,
         language=language, seed=_integer(body, "seed", "an integer"),
-        stream=stream, include_usage=include_usage,
+        stream=stream, include_usage=include_usage, model=model or None,
     )
 
 

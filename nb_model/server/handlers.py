@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 from jupyter_server.base.handlers import APIHandler
@@ -18,9 +20,9 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .metering import UsageMeter
-from .proxy import UpstreamFailed, forward
+from .proxy import PASS_REQUEST, PASS_SANDBOX, UpstreamFailed, forward
 from .quotas import QuotaExceeded, retry_after_header
-from .relay import PATH_PROTOCOL, NbModelRelay
+from .relay import PATH_PROTOCOL, BadRequest, NbModelRelay
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
@@ -32,6 +34,7 @@ ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_f
                429: "rate_limit_error"}
 # identity providers whose token logins are anonymous, random users: charge the server's owner
 _ANONYMOUS_TOKEN_LOGINS = (IdentityProvider, PasswordIdentityProvider)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RelayError(web.HTTPError):
@@ -98,12 +101,14 @@ class _Base(APIHandler):
         if self.passthrough is not None:
             self.passthrough.client_gone = True
 
-    async def pass_through(self, url: str, key: str | None = None, meter: UsageMeter | None = None):
+    async def pass_through(self, url: str, key: str | None = None, meter: UsageMeter | None = None,
+                           body: bytes | None = None, allow_headers: frozenset[str] = PASS_REQUEST):
         relay = self.relay
         hooks = {"on_start": lambda status, ctype: meter.start(ctype), "on_chunk": meter.feed} if meter else {}
         try:
             return await forward(self, url, key, connect_timeout=relay.connect_timeout,
-                                 request_timeout=relay.request_timeout, **hooks)
+                                 request_timeout=relay.request_timeout, body=body, allow_headers=allow_headers,
+                                 **hooks)
         except UpstreamFailed as exc:
             raise RelayError(exc.status, f"nb_model relay: the upstream {exc}") from None
 
@@ -129,18 +134,23 @@ class RelayHandler(_Base):
             raise RelayError(403, f"nb_model relay: profile {name!r} would send its key over plain http to a "
                                   "remote host; the server's admin must use https or set "
                                   "NbModelRelay.allow_insecure_upstream = True")
+        try:
+            body, reserve = profile.shape(self.request.body)
+        except BadRequest as exc:
+            raise RelayError(400, f"nb_model relay: {exc}") from None
         user = self.quota_user()
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, relay.quotas.admit, user)
+            reservation = await loop.run_in_executor(None, relay.quotas.admit, user, None, reserve)
         except QuotaExceeded as exc:
             raise RelayError(429, f"nb_model relay: {exc}", retry_after_header(exc.retry_after)) from None
-        meter = UsageMeter(protocol, self.request.body or b"")
-        start = time.monotonic()
-        reply = await self.pass_through(url, key, meter)
-        tokens = meter.tokens() if reply.streaming else 0
-        if tokens:
-            await loop.run_in_executor(None, relay.quotas.record, user, tokens)
+        meter = UsageMeter(protocol, body)
+        start, tokens = time.monotonic(), 0
+        try:
+            reply = await self.pass_through(url, key, meter, body)
+            tokens = meter.tokens() if reply.streaming else 0
+        finally:  # the reservation becomes the real count (0 if nothing came back)
+            await loop.run_in_executor(None, relay.quotas.settle, reservation, tokens)
         self.log.info("nb_model relay: %s %s/%s -> %s %d, %d tokens, %.2f s%s", user, name, path.strip("/"),
                       relay.routes[name].protocol, reply.status, tokens, time.monotonic() - start,
                       " (caller left)" if reply.client_gone else "")
@@ -154,7 +164,9 @@ class SandboxHandler(_Base):
         server = self.relay.sandbox_server
         if server is None:
             raise RelayError(404, "nb_model: the sandbox is off (NbModelRelay.sandbox = False)")
-        await self.pass_through(f"{server.url}/{path.lstrip('/')}")
+        if _CONTROL.search(path):
+            raise RelayError(400, "nb_model: control characters (such as CR, LF) are not allowed in a sandbox path")
+        await self.pass_through(f"{server.url}/{quote(path.lstrip('/'), safe='/')}", allow_headers=PASS_SANDBOX)
 
     post = put = delete = patch = get
 

@@ -10,6 +10,19 @@ from ..errors import ProtocolError
 WHOLE_LIMIT = 4 << 20  # bytes of a non-streamed reply kept for counting
 
 
+def prompt_text(body: object) -> str:
+    """The prompt text of a request body of either protocol (``prompt`` or chat ``messages``)."""
+    if not isinstance(body, dict):
+        return ""
+    prompt, messages = body.get("prompt"), body.get("messages")
+    parts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, list) else []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts += content if isinstance(content, list) else [content]
+    texts = (p.get("text") if isinstance(p, dict) else p for p in parts)  # content parts: {"text": ...}
+    return "\n".join(t for t in texts if isinstance(t, str))
+
+
 class UsageMeter:
     """Feed reply bytes; `tokens()` is the server-reported usage, else an estimate."""
 
@@ -46,6 +59,12 @@ class UsageMeter:
         except (ProtocolError, ValueError):
             self._broken = True  # count what was understood; never fail the reply over metering
 
+    def _prompt(self) -> str:
+        try:
+            return prompt_text(json.loads(self._request)) or self._request.decode("utf-8", "replace")
+        except (ValueError, UnicodeDecodeError):
+            return self._request.decode("utf-8", "replace")
+
     def tokens(self) -> int:
         """Prompt + completion tokens of the reply (estimated where the server did not say)."""
         if self._decoder is not None:
@@ -53,6 +72,6 @@ class UsageMeter:
         elif self._whole:
             self._take(lambda: [self._adapter.parse_reply(json.loads(bytes(self._whole)))])
         usage = self._usage or {}
-        prompt = int(usage.get("prompt_tokens") or 0) or estimate_tokens(self._request.decode("utf-8", "replace"))
+        prompt = int(usage.get("prompt_tokens") or 0) or estimate_tokens(self._prompt())
         completion = int(usage.get("completion_tokens") or 0) or estimate_tokens("".join(self._text))
         return prompt + completion

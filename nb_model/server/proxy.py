@@ -1,8 +1,11 @@
 """Forward one request upstream and stream the reply back chunk by chunk (tornado's HTTP client).
 
 Success replies are written and flushed as each chunk arrives; error replies
-(small) are collected, the upstream key masked out of them, and passed on with
-their status. Hop-by-hop and identifying headers are dropped both ways.
+(small) are collected and passed on with their status. The upstream key is
+masked out of both, also when it is split across chunks. Only an allow-list of
+request headers goes upstream, and no query string (the protocols use none, and
+a Jupyter ``?token=`` must stay here); hop-by-hop and identifying reply headers
+are dropped.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .redact import MASK
 
-# request headers never sent upstream (the relay sets its own Authorization)
-DROP_REQUEST = {"authorization", "cookie", "host", "connection", "keep-alive", "proxy-authorization",
-                "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-                "accept-encoding", "x-xsrftoken", "x-csrftoken", "origin", "referer", "forwarded",
-                "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+MASK_BYTES = MASK.encode()
+
+# the only request headers sent upstream (the relay adds its own Authorization)
+PASS_REQUEST = frozenset({"content-type", "accept", "x-stream", "user-agent"})
+# and, to the sandbox only, its test controls
+PASS_SANDBOX = PASS_REQUEST | {"x-sandbox-fault", "x-sandbox-rate"}
 # reply headers never passed back (tornado frames the body itself)
 DROP_REPLY = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server",
               "date", "set-cookie", "www-authenticate", "proxy-authenticate", "trailer", "upgrade"}
@@ -47,8 +51,10 @@ def http_client() -> AsyncHTTPClient:
     return _client
 
 
-def request_headers(incoming: httputil.HTTPHeaders, key: str | None) -> dict[str, str]:
-    headers = {name: value for name, value in incoming.get_all() if name.lower() not in DROP_REQUEST}
+def request_headers(incoming: httputil.HTTPHeaders, key: str | None,
+                    allow: frozenset[str] = PASS_REQUEST) -> dict[str, str]:
+    """The `allow`ed incoming headers, plus the upstream key as a Bearer token."""
+    headers = {name: value for name, value in incoming.get_all() if name.lower() in allow}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return headers
@@ -67,9 +73,21 @@ class Passthrough:
         self.streaming = False  # status and headers sent, body flowing
         self.error_body = bytearray()
         self.client_gone = False
+        self._held = b""  # the end of the last chunk, while it could be the start of the key
 
-    def _mask(self, data: bytes) -> bytes:
-        return data.replace(self.secret, MASK.encode()) if self.secret and data else data
+    def _mask(self, data: bytes, final: bool = False) -> bytes:
+        """`data` with the key masked, also across chunks: a tail that could start the key is held back
+        until the next chunk; at the end (`final`) a held tail is masked too."""
+        if not self.secret:
+            return data
+        data = (self._held + data).replace(self.secret, MASK_BYTES)
+        keep = _key_start(data, self.secret)
+        self._held = b""
+        if keep and final:
+            return data[:-keep] + MASK_BYTES
+        if keep:
+            data, self._held = data[:-keep], data[-keep:]
+        return data
 
     def header_line(self, line: str) -> None:
         if line.startswith("HTTP/"):
@@ -109,6 +127,7 @@ class Passthrough:
     async def cut(self) -> None:
         """Deliver what was written, then drop the connection without the final chunk."""
         try:
+            self.handler.write(self._mask(b"", final=True))
             await self.handler.flush()  # the status line too, if no chunk came
         except Exception:  # noqa: BLE001 - the caller is gone already
             pass
@@ -116,18 +135,27 @@ class Passthrough:
 
     def finish(self) -> None:
         """End the reply: close the stream, or send the collected error with its status."""
-        body = b""
         if not self.streaming:
             self._send_head()
-            body = self._mask(bytes(self.error_body))
+        body = self._mask(b"" if self.streaming else bytes(self.error_body), final=True)
         # an APIHandler would call any reply JSON unless told the upstream's type
         self.handler.finish(body, set_content_type=self.headers.get("Content-Type", "application/json"))
 
 
+def _key_start(data: bytes, secret: bytes) -> int:
+    """Length of the longest end of `data` that is a proper start of `secret` (0 if none)."""
+    for size in range(min(len(secret) - 1, len(data)), 0, -1):
+        if data.endswith(secret[:size]):
+            return size
+    return 0
+
+
 async def forward(handler, url: str, key: str | None, *, connect_timeout: float, request_timeout: float,
+                  body: bytes | None = None, allow_headers: frozenset[str] = PASS_REQUEST,
                   on_start: Callable[[int, str], None] = lambda status, ctype: None,
                   on_chunk: Callable[[bytes], None] = lambda data: None) -> Passthrough:
-    """Send `handler`'s request to `url` (adding `key`) and pass the reply through as it comes.
+    """Send `handler`'s request (or `body` instead of its body) to `url`, adding `key`, without the
+    caller's query string, and pass the reply through as it comes.
 
     Raises `UpstreamFailed` if nothing came back; a failure after the reply
     started cuts the caller's connection, so it sees an unfinished stream.
@@ -135,10 +163,11 @@ async def forward(handler, url: str, key: str | None, *, connect_timeout: float,
     request = handler.request
     reply = Passthrough(handler, key, on_start, on_chunk)
     handler.passthrough = reply
-    body = request.body if request.method not in ("GET", "HEAD", "DELETE") else None
+    if body is None and request.method not in ("GET", "HEAD", "DELETE"):
+        body = request.body
     upstream = HTTPRequest(
-        url + (f"?{request.query}" if request.query else ""), method=request.method,
-        headers=request_headers(request.headers, key), body=body, allow_nonstandard_methods=True,
+        url, method=request.method,
+        headers=request_headers(request.headers, key, allow_headers), body=body, allow_nonstandard_methods=True,
         follow_redirects=False, decompress_response=True, connect_timeout=connect_timeout,
         request_timeout=request_timeout, header_callback=reply.header_line, streaming_callback=reply.body_chunk)
     try:

@@ -3,6 +3,9 @@
 Counts live in SQLite (one file, survives restarts) or Redis (shared by
 several servers). The request rate uses GCRA — one "theoretical arrival time"
 per user, stored as wall-clock seconds — so it also survives restarts.
+A request reserves its most possible tokens (prompt estimate + max_tokens) when
+admitted, atomically with the check, so concurrent or large requests cannot run
+far past the daily limit; `settle` then replaces the reservation by the real count.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 KEY_PREFIX = "nb_model:relay:"
@@ -22,6 +26,15 @@ class QuotaExceeded(Exception):
     def __init__(self, message: str, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens counted for `user` on `day` when a request was admitted, until `Quotas.settle`."""
+
+    user: str
+    day: str
+    tokens: int = 0
 
 
 def utc_day(now: float) -> str:
@@ -68,6 +81,22 @@ class SQLiteCounters:
             row = self._db.execute("SELECT tokens FROM usage WHERE user = ? AND day = ?", (user, day)).fetchone()
         return int(row[0]) if row else 0
 
+    def reserve(self, user: str, day: str, tokens: int, limit: int) -> tuple[bool, int]:
+        """(True, used) after adding `tokens` if used < limit and used + tokens <= limit, else (False, used)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT tokens FROM usage WHERE user = ? AND day = ?", (user, day)).fetchone()
+                used = int(row[0]) if row else 0
+                if used >= limit or used + tokens > limit:
+                    return False, used
+                if tokens > 0:
+                    self._db.execute("INSERT INTO usage (user, day, tokens) VALUES (?, ?, ?) ON CONFLICT (user, day) "
+                                     "DO UPDATE SET tokens = tokens + excluded.tokens", (user, day, tokens))
+                return True, used
+            finally:
+                self._db.execute("COMMIT")
+
     def add(self, user: str, day: str, tokens: int) -> None:
         with self._lock:
             self._db.execute("INSERT INTO usage (user, day, tokens) VALUES (?, ?, ?) "
@@ -89,6 +118,17 @@ return '0'
 """
 
 
+_RESERVE = """
+local used, tokens, limit = tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]), tonumber(ARGV[2])
+if used >= limit or used + tokens > limit then return {0, used} end
+if tokens > 0 then
+  redis.call('INCRBY', KEYS[1], tokens)
+  redis.call('EXPIRE', KEYS[1], 172800)
+end
+return {1, used}
+"""
+
+
 class RedisCounters:
     """The same counters in Redis, under ``nb_model:relay:`` keys (atomic via a Lua script)."""
 
@@ -97,12 +137,17 @@ class RedisCounters:
 
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._gcra = self._redis.register_script(_GCRA)
+        self._reserve = self._redis.register_script(_RESERVE)
 
     def take(self, user: str, interval: float, slack: float, now: float) -> float:
         return float(self._gcra(keys=[f"{KEY_PREFIX}rate:{user}"], args=[repr(now), repr(interval), repr(slack)]))
 
     def used(self, user: str, day: str) -> int:
         return int(self._redis.get(f"{KEY_PREFIX}tokens:{user}:{day}") or 0)
+
+    def reserve(self, user: str, day: str, tokens: int, limit: int) -> tuple[bool, int]:
+        ok, used = self._reserve(keys=[f"{KEY_PREFIX}tokens:{user}:{day}"], args=[tokens, limit])
+        return bool(ok), int(used)
 
     def add(self, user: str, day: str, tokens: int) -> None:
         key = f"{KEY_PREFIX}tokens:{user}:{day}"
@@ -121,24 +166,39 @@ class Quotas:
     def __init__(self, store, qps: float, tokens_per_day: int):
         self.store, self.qps, self.tokens_per_day = store, qps, tokens_per_day
 
-    def admit(self, user: str, now: float | None = None) -> None:
-        """Raise `QuotaExceeded` if `user` is over a limit; else count the request."""
+    def admit(self, user: str, now: float | None = None, reserve: int = 0) -> Reservation:
+        """Raise `QuotaExceeded` if `user` is over a limit (or would be, with `reserve` more tokens);
+        else count the request and reserve the tokens (give the result to `settle` when it is done)."""
         now = time.time() if now is None else now
-        if self.tokens_per_day > 0:
-            used = self.store.used(user, utc_day(now))
-            if used >= self.tokens_per_day:
+        day, limit = utc_day(now), self.tokens_per_day
+        held = 0
+        if limit > 0:
+            ok, used = self.store.reserve(user, day, max(reserve, 0), limit)
+            if not ok:
                 wait = seconds_to_midnight(now)
-                raise QuotaExceeded(
-                    f"daily token limit reached: user {user!r} used {used} of {self.tokens_per_day} tokens "
-                    f"today (UTC); it resets in {wait / 3600:.1f} h", wait)
+                if used >= limit:
+                    raise QuotaExceeded(f"daily token limit reached: user {user!r} used {used} of {limit} tokens "
+                                        f"today (UTC); it resets in {wait / 3600:.1f} h", wait)
+                raise QuotaExceeded(f"daily token limit: user {user!r} used {used} of {limit} tokens today (UTC) "
+                                    f"and this request may take {reserve} more (prompt + max_tokens): lower "
+                                    f"max_tokens, or wait for the reset in {wait / 3600:.1f} h", wait)
+            held = max(reserve, 0)
         if self.qps > 0:
             interval = 1.0 / self.qps
             burst = max(1.0, self.qps)
             wait = self.store.take(user, interval, (burst - 1) * interval, now)
             if wait > 0:
+                if held:
+                    self.store.add(user, day, -held)
                 raise QuotaExceeded(
                     f"rate limit: user {user!r} may send {self.qps:g} requests per second; "
                     f"retry in {max(wait, 0.001):.2f} s", wait)
+        return Reservation(user, day, held)
+
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        """Replace the tokens reserved by `admit` with the `tokens` the request really used."""
+        if tokens - reservation.tokens:
+            self.store.add(reservation.user, reservation.day, tokens - reservation.tokens)
 
     def record(self, user: str, tokens: int, now: float | None = None) -> None:
         if tokens > 0:

@@ -7,11 +7,23 @@
     c.NbModelRelay.qps = 2               # per user, requests per second (0: no limit)
     c.NbModelRelay.tokens_per_day = 200_000  # per user, prompt + completion (0: no limit)
 
-Keys are read from the server's environment when the extension loads and, by
-default, removed from it so kernels and terminals started later do not inherit
-them. (A kernel runs as the same OS user as the server, so this keeps keys out
-of notebooks and their outputs; it is not a wall against code that reads the
-server's memory. For that, run the key-holding server under another account.)
+A profile's key comes from one of: ``key_env`` (a variable of the server's
+environment), ``key_file`` (a file only the server's user can read: mode 600),
+or ``key`` (the literal key, accepted here in the server's own config only, never
+in kernel-side profile files; keep it off the command line, which every process
+of the same user can read in /proc/<pid>/cmdline). Keys are read once when the
+extension loads. By default the key variables are then removed from the
+environment, so kernels and terminals started later do not inherit them, and
+(on Linux) their values are overwritten in the process's original environment
+block, so ``/proc/<server pid>/environ`` no longer shows them. A kernel still
+runs as the same OS user as the server: this keeps keys out of notebooks and
+their outputs, but it is not a wall against code that reads the server's memory
+or the files its user can read. For that, run the key-holding server under
+another account.
+
+Requests are shaped before they go upstream: the profile's ``model`` replaces
+the caller's, ``max_tokens`` may not exceed ``max_tokens_cap`` (and defaults to
+it), one completion per request (``n``/``best_of`` 1).
 """
 from __future__ import annotations
 
@@ -29,8 +41,10 @@ from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .. import protocols
+from ..client import estimate_tokens
 from ..errors import ConfigError
 from ..relay_env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
+from .metering import prompt_text
 from .quotas import Quotas, open_store
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -38,12 +52,18 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PATH_PROTOCOL = {"v1/generate": "seed", "v1/chat/completions": "openai", "v1/completions": "openai-completions"}
 FAMILY = {"seed": "seed", "openai": "openai", "openai-completions": "openai"}
 HINTS = ("price_per_1m", "max_tokens_cap", "context_window", "description")
-SETTINGS = {"endpoint", "protocol", "model", "key_env", *HINTS}
+KEY_SOURCES = ("key_env", "key_file", "key")
+SETTINGS = {"endpoint", "protocol", "model", *KEY_SOURCES, *HINTS}
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")  # the second: newer OpenAI name
+
+
+class BadRequest(ValueError):
+    """A relayed request the relay will not send; the message becomes a 400 reply."""
 
 
 @dataclass(frozen=True)
 class RelayProfile:
-    """One upstream the relay serves. Holds the key's env var name, never the key."""
+    """One upstream the relay serves. Holds where its key comes from, never the key."""
 
     name: str
     endpoint: str
@@ -51,6 +71,44 @@ class RelayProfile:
     model: str | None = None
     key_env: str | None = None
     hints: dict[str, Any] = field(default_factory=dict)
+    key_file: str | None = None
+    key_in_config: bool = False
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.key_env or self.key_file or self.key_in_config)
+
+    def shape(self, raw: bytes) -> tuple[bytes, int]:
+        """(body sent upstream, tokens to reserve): model forced, max_tokens within the cap, one choice.
+
+        Raises `BadRequest` (one line) for a body the relay will not send.
+        """
+        try:
+            body = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        if self.model:
+            body["model"] = self.model
+        for name in ("n", "best_of"):
+            if body.get(name) not in (None, 1):
+                raise BadRequest(f"{name}={body[name]!r}: the relay serves one completion per request; "
+                                 f"send {name}=1 or leave it out")
+        cap = self.hints.get("max_tokens_cap")
+        given = [name for name in TOKEN_FIELDS if body.get(name) is not None]
+        for name in given:
+            value = body[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadRequest(f"{name} must be a positive integer")
+            if cap and value > cap:
+                raise BadRequest(f"{name}={value} is over the cap of relay profile {self.name!r}: "
+                                 f"use at most {cap}")
+        if not given and cap:
+            body["max_tokens"] = cap
+            given = ["max_tokens"]
+        completion = max((body[name] for name in given), default=0)
+        return json.dumps(body).encode(), completion + estimate_tokens(prompt_text(body))
 
     def upstream(self, path: str) -> tuple[str, str] | None:
         """(upstream URL, protocol) for a relay path, None if this profile does not serve it."""
@@ -89,9 +147,18 @@ def parse_profile(name: str, data: Any) -> RelayProfile:
         raise ConfigError(f"{where}: a profile name uses letters, digits, '_', '.', '-' only")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a dict with endpoint, protocol, model, key_env")
-    if "key" in data or "api_key" in data:
-        raise ConfigError(f"{where} holds a key: put it in an environment variable of the server "
-                          "and name that variable with key_env")
+    if "api_key" in data:
+        raise ConfigError(f"{where}: api_key is not a setting; name the key's variable with key_env, "
+                          "its file with key_file, or (server config only) set key")
+    sources = [k for k in KEY_SOURCES if data.get(k) is not None]
+    if len(sources) > 1:
+        raise ConfigError(f"{where}: give one of {', '.join(sources)}, not several")
+    for k in sources:
+        if not isinstance(data[k], str) or not data[k].strip():
+            raise ConfigError(f"{where}: {k} must be a non-empty string")
+    cap = data.get("max_tokens_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ConfigError(f"{where}: max_tokens_cap must be a positive integer")
     unknown = set(data) - SETTINGS
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
@@ -104,7 +171,41 @@ def parse_profile(name: str, data: Any) -> RelayProfile:
     if protocol not in protocols.PROTOCOLS:
         raise ConfigError(f"{where}: protocol {protocol!r} unknown; use one of {', '.join(protocols.PROTOCOLS)}")
     return RelayProfile(name, endpoint, protocol, data.get("model"), data.get("key_env"),
-                        {k: data[k] for k in HINTS if k in data})
+                        {k: data[k] for k in HINTS if k in data}, key_file=data.get("key_file"),
+                        key_in_config=data.get("key") is not None)
+
+
+def _environ_block_offsets(names: set[str]) -> tuple[int, list[tuple[int, int]]]:
+    """(env_start, [(offset, length) of each value of `names`]) in this process's original environment."""
+    with open("/proc/self/stat", "rb") as f:
+        stat = f.read()
+    env_start = int(stat[stat.rindex(b")") + 2:].split()[50 - 3])  # field 50 of proc(5); fields from 3 on
+    with open("/proc/self/environ", "rb") as f:
+        block = f.read()
+    spots, offset = [], 0
+    for entry in block.split(b"\0"):
+        name, eq, value = entry.partition(b"=")
+        if eq and value and name.decode("utf-8", "replace") in names:
+            spots.append((offset + len(name) + 1, len(value)))
+        offset += len(entry) + 1
+    return env_start, spots
+
+
+def scrub_environ_block(names: set[str]) -> int:
+    """Overwrite the values of `names` in this process's original environment block (Linux), so
+    ``/proc/<pid>/environ`` no longer shows them; returns how many were overwritten. Raises OSError."""
+    if not names:
+        return 0
+    try:
+        env_start, spots = _environ_block_offsets(names)
+    except (ValueError, IndexError) as exc:
+        raise OSError(f"unexpected /proc/self/stat ({exc})") from None
+    if spots:
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            for offset, length in spots:
+                mem.seek(env_start + offset)
+                mem.write(b"*" * length)
+    return len(spots)
 
 
 def _default_user() -> str:
@@ -119,8 +220,9 @@ class NbModelRelay(LoggingConfigurable):
 
     profiles = Dict(
         config=True,
-        help="Relay profiles: name -> {endpoint, protocol (seed|openai|openai-completions), model, key_env}. "
-             "key_env names the server's environment variable holding the upstream key.")
+        help="Relay profiles: name -> {endpoint, protocol (seed|openai|openai-completions), model, and one of "
+             "key_env (the server's environment variable holding the upstream key), key_file (a file holding "
+             "it, mode 600) or key (the key itself), max_tokens_cap, ...}.")
     qps = Float(5.0, config=True, help="Requests per second per user through the relay (0: no limit).")
     tokens_per_day = Int(0, config=True,
                          help="Tokens (prompt + completion) per user per UTC day through the relay (0: no limit).")
@@ -137,7 +239,8 @@ class NbModelRelay(LoggingConfigurable):
                         help="URL kernels use to reach the relay (default: the server's own address).")
     hide_keys_from_kernels = Bool(True, config=True,
                                   help="Remove the profiles' key variables from the server's environment "
-                                       "once read, so kernels and terminals do not inherit them.")
+                                       "once read (and, on Linux, overwrite them in /proc/<pid>/environ), "
+                                       "so kernels and terminals do not inherit or read them.")
     sandbox = Bool(True, config=True, help="Serve the simulated engine under nb-model/sandbox/.")
     sandbox_token_rate = Float(200.0, config=True, help="Tokens per second of the sandbox's streams.")
     connect_timeout = Float(10.0, config=True, help="Seconds to connect to an upstream.")
@@ -163,18 +266,50 @@ class NbModelRelay(LoggingConfigurable):
             if prof.key_env and not self._keys.get(prof.name):
                 self.log.warning("nb_model relay: profile %r: $%s is not set; requests go upstream without a key",
                                  prof.name, prof.key_env)
-            if prof.plain_http_remote() and prof.key_env and not self.allow_insecure_upstream:
+            if prof.plain_http_remote() and prof.keyed and not self.allow_insecure_upstream:
                 self.log.warning("nb_model relay: profile %r uses plain http to a remote host; it will refuse "
                                  "to send its key (use https or set NbModelRelay.allow_insecure_upstream)",
                                  prof.name)
 
     def _take_keys(self) -> dict[str, str]:
-        keys = {p.name: os.environ.get(p.key_env, "").strip() for p in self.routes.values() if p.key_env}
-        if self.hide_keys_from_kernels:
-            for prof in self.routes.values():
-                if prof.key_env:
-                    os.environ.pop(prof.key_env, None)
+        keys = {}
+        for prof in self.routes.values():
+            if prof.key_file:
+                keys[prof.name] = self._read_key_file(prof)
+            elif prof.key_in_config:
+                keys[prof.name] = self.profiles[prof.name]["key"].strip()
+            elif prof.key_env:
+                keys[prof.name] = os.environ.get(prof.key_env, "").strip()
+        names = {p.key_env for p in self.routes.values() if p.key_env}
+        if self.hide_keys_from_kernels and names:
+            for name in names:
+                os.environ.pop(name, None)
+            try:
+                scrub_environ_block(names)
+            except OSError as exc:
+                self.log.warning("nb_model relay: could not clear %s from the server's original environment (%s); "
+                                 "kernels may be able to read the key from /proc/%d/environ: prefer key_file, or "
+                                 "run the server under another account", ", ".join("$" + n for n in sorted(names)),
+                                 exc.strerror or exc, os.getpid())
         return {name: key for name, key in keys.items() if key}
+
+    def _read_key_file(self, prof: RelayProfile) -> str:
+        """The key in `prof.key_file` ("" if unreadable, with a warning); warns if others may read it."""
+        path = os.path.expanduser(prof.key_file)
+        try:
+            with open(path, encoding="utf-8") as f:
+                key, mode = f.read().strip(), os.fstat(f.fileno()).st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            self.log.warning("nb_model relay: profile %r: cannot read key_file %s (%s); requests go upstream "
+                             "without a key", prof.name, path, getattr(exc, "strerror", None) or exc)
+            return ""
+        if not key:
+            self.log.warning("nb_model relay: profile %r: key_file %s is empty; requests go upstream without a key",
+                             prof.name, path)
+        if mode & 0o077:
+            self.log.warning("nb_model relay: profile %r: key_file %s is open to other users (mode %03o): "
+                             "chmod 600 %s", prof.name, path, mode & 0o777, path)
+        return key
 
     def start(self) -> None:
         """Start the sandbox engine (on a loopback port) if it is on."""

@@ -28,6 +28,7 @@ from nb_model.sandbox.local import PACKAGES
 pytestmark = pytest.mark.local_model
 
 PROMPT = "The capital of France is"
+TURN_PROMPT = "<start_of_turn>user\nName a primary color.<end_of_turn>\n<start_of_turn>model\n"
 PROTOCOLS = ["seed", "openai", "openai-completions"]
 
 
@@ -168,6 +169,28 @@ def test_llama_engine_greedy_equals_llama_cpp_in_process(engine_server, llama_en
     assert ours.text == theirs["choices"][0]["text"]
     assert (ours.usage.prompt_tokens, ours.usage.completion_tokens) == (
         theirs["usage"]["prompt_tokens"], theirs["usage"]["completion_tokens"])
+
+
+def test_llama_engine_reads_control_tokens_as_llama_cpp_does(engine_server, llama_engine, llama_server):
+    """`<start_of_turn>` written in a prompt is one token for llama_cpp (in-process and its server): for us too."""
+    ours = client(engine_server.url, "openai-completions").generate(TURN_PROMPT, max_tokens=12, temperature=0)
+    theirs = llama_engine.llama().create_completion(TURN_PROMPT, max_tokens=12, temperature=0)
+    served = client(llama_server, "openai-completions").generate(TURN_PROMPT, max_tokens=12, temperature=0)
+    assert ours.usage.prompt_tokens == theirs["usage"]["prompt_tokens"] == served.usage.prompt_tokens
+    assert llama_engine.count_tokens(TURN_PROMPT) == ours.usage.prompt_tokens < 20  # not 29 pieces of markup
+    assert ours.text == theirs["choices"][0]["text"] == served.text
+
+
+def test_sandbox_takes_the_engines_context_window(gguf):
+    import requests
+
+    from nb_model.sandbox import SandboxServer
+    from nb_model.sandbox.llama_engine import LlamaEngine
+    with SandboxServer(port=0, qps=0, engine=LlamaEngine(gguf, n_ctx=256)) as server:
+        assert server.context_window == 256
+        r = requests.post(server.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 300}, timeout=60)
+        assert r.status_code == 400 and "context window of 256 tokens" in r.json()["error"]["message"]
+        assert client(server.url, "openai-completions").generate(PROMPT, max_tokens=4, temperature=0).text
 
 
 def test_llama_engine_sampling_params(engine_server):

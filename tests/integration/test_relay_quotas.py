@@ -71,6 +71,31 @@ def test_daily_tokens_persist_and_reset_at_utc_midnight(open_store, user):
     reopened.admit(user, now=NOON + 12 * 3600)  # the next UTC day
 
 
+def test_reservations_keep_concurrent_requests_under_the_daily_limit(open_store, user):
+    quotas = Quotas(open_store(), qps=0, tokens_per_day=100)
+    first = quotas.admit(user, now=NOON, reserve=60)
+    assert quotas.used_today(user, now=NOON) == 60  # counted before any reply
+    with pytest.raises(QuotaExceeded) as info:
+        quotas.admit(user, now=NOON, reserve=50)  # 60 + 50 > 100, although 60 < 100
+    assert "used 60 of 100 tokens today (UTC) and this request may take 50 more" in str(info.value)
+    assert "lower max_tokens" in str(info.value) and info.value.retry_after == pytest.approx(12 * 3600)
+    second = quotas.admit(user, now=NOON, reserve=40)
+    quotas.settle(first, 25)  # the real usage replaces the reservation
+    quotas.settle(second, 0)  # nothing came back: released
+    reopened = Quotas(open_store(), qps=0, tokens_per_day=100)
+    assert reopened.used_today(user, now=NOON) == 25
+    with pytest.raises(QuotaExceeded, match="may take 101 more"):
+        reopened.admit(user + "-big", now=NOON, reserve=101)  # never fits: refused outright
+
+
+def test_a_request_refused_by_the_rate_releases_its_reservation(open_store, user):
+    quotas = Quotas(open_store(), qps=1, tokens_per_day=100)
+    quotas.admit(user, now=NOON, reserve=30)
+    with pytest.raises(QuotaExceeded, match="requests per second"):
+        quotas.admit(user, now=NOON, reserve=30)
+    assert quotas.used_today(user, now=NOON) == 30
+
+
 def test_seconds_to_midnight():
     assert seconds_to_midnight(NOON) == 12 * 3600
     assert seconds_to_midnight(NOON + 12 * 3600 - 1) == 1

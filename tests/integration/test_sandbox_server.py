@@ -142,6 +142,18 @@ def test_models_and_health(srv):
     assert [m["id"] for m in models["data"]] == ["sandbox"]
 
 
+def test_replies_name_the_requested_model(srv):
+    assert seed(srv, {"model": "sandbox-seed"}).json()["model"] == "sandbox-seed"
+    assert chat(srv, model="sandbox-chat").json()["model"] == "sandbox-chat"
+    streamed = [json.loads(e) for e in sse_events(chat(srv, model="sandbox-chat", stream=True))[:-1]]
+    assert {c["model"] for c in streamed} == {"sandbox-chat"}
+    done = ndjson_lines(seed(srv, {"model": "sandbox-seed"}, headers={"X-Stream": "true"}, stream=True))[-1]
+    assert done["model"] == "sandbox-seed"
+    assert chat(srv).json()["model"] == "sandbox" and chat(srv, model="").json()["model"] == "sandbox"
+    r = chat(srv, model=7)
+    assert r.status_code == 400 and error_of(r)["message"] == "model must be a string"
+
+
 def test_keep_alive_across_plain_and_streamed_replies(srv):
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
     sock = None
@@ -231,6 +243,22 @@ def test_bad_requests(srv):
     assert r.headers["X-Request-Id"].startswith("req_")
     r = seed(srv, {"prompt": "word " * 15000, "max_tokens": 2048})
     assert r.status_code == 400 and "context window of 16384 tokens" in error_of(r)["message"]
+
+
+class SmallEngine(SimulatedEngine):
+    """The simulated engine with a model's own context window, as `LlamaEngine(n_ctx=...)` has."""
+
+    context_window = 64
+
+
+def test_context_window_is_the_engines_unless_given():
+    with SandboxServer(qps=0, engine=SmallEngine()) as server:
+        assert server.context_window == 64
+        r = seed(server, {"prompt": "Tell me about gardens", "max_tokens": 61})  # 4 + 61 > 64
+        assert r.status_code == 400 and "context window of 64 tokens" in error_of(r)["message"]
+        assert seed(server, {"max_tokens": 60}).status_code == 200
+    assert SandboxServer(qps=0, engine=SmallEngine(), context_window=100).context_window == 100
+    assert SandboxServer(qps=0).context_window == 16384
 
 
 def test_auth():

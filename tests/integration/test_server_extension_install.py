@@ -1,4 +1,5 @@
-"""`pip install .` into a fresh venv enables the server extension (scripts/check_server_extension.sh)."""
+"""`pip install .` into a fresh venv, and scripts/setup.sh's `pip install -e .`, enable the server
+extension (scripts/check_server_extension.sh)."""
 from __future__ import annotations
 
 import os
@@ -14,11 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_pip_install_enables_the_server_extension():
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "check_server_extension.sh"), str(ROOT)],
+@pytest.mark.parametrize("mode, what", [("", "pip install"), ("--editable", "pip install -e (scripts/setup.sh)")])
+def test_pip_install_enables_the_server_extension(mode, what):
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "check_server_extension.sh"), str(ROOT), mode],
                           env={**os.environ, "PYTHON": sys.executable,  # pip's cache and config live in
                                "HOME": pwd.getpwuid(os.getuid()).pw_dir},  # the real home, not the test's
                           capture_output=True, text=True, timeout=1100)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "PASS: nb_model server extension enabled after pip install" in done.stdout
+    assert f"PASS: nb_model server extension enabled after {what}\n" in done.stdout

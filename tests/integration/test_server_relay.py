@@ -1,5 +1,7 @@
 """The Jupyter Server extension for real: a ServerApp on a loopback port (own thread and event loop)
-with nb_model's relay, a keyed sandbox upstream, a real ipykernel, real SQLite quota files."""
+with nb_model's relay, a keyed sandbox upstream, a real ipykernel, real SQLite quota files; a
+recording upstream (http.server on loopback) to see what the relay sends; a `jupyter server`
+subprocess to read its /proc environment."""
 from __future__ import annotations
 
 import asyncio
@@ -7,14 +9,19 @@ import io
 import json
 import logging
 import os
+import secrets
+import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
+from conftest import server_process
 from nb_model.client import Client
 from nb_model.config import Profile, resolve_profile
 from nb_model.errors import APIError
@@ -43,6 +50,11 @@ class JupyterServer:
             "NbModelRelay": relay or {},
         })
         self.log = io.StringIO()
+        self._handler = logging.StreamHandler(self.log)
+        # the server's log from the start (extension start-up warnings included), as one more handler
+        self.config.ServerApp.logging_config = {
+            "handlers": {"test_capture": {"()": lambda: self._handler}},
+            "loggers": {"ServerApp": {"handlers": ["console", "test_capture"]}}}
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
@@ -68,8 +80,6 @@ class JupyterServer:
             app = ServerApp(config=self.config)
             app.init_signal = lambda: None  # signals belong to the main thread
             app.initialize(argv=[])
-            self._handler = logging.StreamHandler(self.log)
-            app.log.addHandler(self._handler)
             self.app = app
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
@@ -135,7 +145,8 @@ def serve(tmp_path, monkeypatch, upstream):
         })
         server = JupyterServer(root or tmp_path, relay).start()
         started.append(server)
-        assert KEY_ENV not in os.environ  # read by the extension, then hidden from kernels
+        if any(prof.get("key_env") == KEY_ENV for prof in relay["profiles"].values()):
+            assert KEY_ENV not in os.environ  # read by the extension, then hidden from kernels
         return server
 
     yield start
@@ -147,6 +158,56 @@ def use_relay(monkeypatch, server) -> None:
     """What a kernel of `server` inherits (the values its extension published)."""
     for name, value in server.kernel_env.items():
         monkeypatch.setenv(name, value)
+
+
+class RecordingUpstream:
+    """A small upstream on loopback (http.server in a thread): records each request (path, headers,
+    JSON body) and streams `reply(key)` back, each item its own HTTP chunk, `key` being the Bearer
+    token the relay sent."""
+
+    DEFAULT = (b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}],'
+               b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n', b"data: [DONE]\n\n")
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        self.reply = lambda key: list(self.DEFAULT)
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream.seen.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(raw)})
+                key = (self.headers.get("Authorization") or "").partition(" ")[2]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in upstream.reply(key):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                self.wfile.write(b"0\r\n\r\n")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def recorder():
+    server = RecordingUpstream()
+    yield server
+    server.stop()
 
 
 def chunks_of(response) -> list[tuple[float, bytes]]:
@@ -218,7 +279,7 @@ def test_client_core_streams_through_relay_same_text_as_upstream(serve, monkeypa
     direct = Client(direct_profile).generate("Tell me about rivers", stream=True, max_tokens=30, temperature=0.7)
     assert len(pieces) > 5 and "".join(pieces) == direct.text
     assert relayed.generation.usage == direct.usage
-    assert relayed.generation.model == "sandbox"
+    assert relayed.generation.model == profile.model == {"chat": "up-1", "seed": "up-seed"}[name]  # echoed
 
 
 def test_default_profile_is_a_relay_profile(serve, monkeypatch):
@@ -374,12 +435,14 @@ def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, 
     server = serve(tokens_per_day=60, quota_db=db, token_user="ada")
     use_relay(monkeypatch, server)
     client = Client(resolve_profile("relay:chat"))
-    used = 0
-    while used < 60:
-        used += client.generate("Tell me about rivers", max_tokens=20, stream=True).usage.total_tokens
-    with pytest.raises(APIError) as info:
-        client.generate("one more", max_tokens=5)
-    assert info.value.status == 429 and "daily token limit reached" in str(info.value)
+    used, refused = 0, None
+    while refused is None:
+        try:
+            used += client.generate("Tell me about rivers", max_tokens=20, stream=True).usage.total_tokens
+        except APIError as exc:
+            refused = exc
+    assert used <= 60 < used + 20  # refused while a whole answer could still pass the limit
+    assert refused.status == 429 and "daily token limit" in str(refused) and "lower max_tokens" in str(refused)
     r = server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth)
     assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 86400
     status = requests.get(server.url + "nb-model/status", headers=server.relay_auth, timeout=10).json()
@@ -391,6 +454,21 @@ def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, 
     assert r.status_code == 429 and f"used {used} of 60" in r.json()["error"]["message"]
     other = serve(tokens_per_day=60, quota_db=db, token_user="grace")
     assert other.post("relay/chat/v1/chat/completions", CHAT, other.relay_auth).status_code == 200
+
+
+def test_daily_limit_reserves_max_tokens_up_front(serve, upstream):
+    server = serve(tokens_per_day=100, token_user="bea")
+    big = server.post("relay/chat/v1/chat/completions", {**CHAT, "max_tokens": 200}, server.relay_auth)
+    message = big.json()["error"]["message"]
+    assert big.status_code == 429 and "may take" in message and "lower max_tokens" in message
+    assert upstream.stats()["requests"] == 0  # refused before anything was sent
+    upstream.token_rate = 20.0  # 30 tokens take 1.5 s: the four requests overlap
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: server.post("relay/chat/v1/chat/completions", {**CHAT, "max_tokens": 30},
+                                                      server.relay_auth).status_code, range(4)))
+    assert codes == [200, 200, 429, 429]  # each reserved 30 + its prompt: two fit in 100
+    status = requests.get(server.url + "nb-model/status", headers=server.relay_auth, timeout=10).json()
+    assert 60 < status["tokens_used_today"] <= 100  # the real usage replaced the reservations
 
 
 @pytest.mark.redis
@@ -427,3 +505,131 @@ def test_sandbox_route_works_with_nothing_configured(tmp_path, monkeypatch):
         assert status["profiles"] == {} and status["sandbox"] is True
     finally:
         server.stop()
+
+
+def test_sandbox_route_requotes_its_path(tmp_path):
+    server = JupyterServer(tmp_path, {"quota_db": str(tmp_path / "q.sqlite")}).start()
+    try:
+        url, auth = server.url + "nb-model/sandbox/", server.jupyter_auth
+        smuggled = requests.get(url + "x%20HTTP/1.1%0d%0aHost:%20evil", headers=auth, timeout=10)
+        assert smuggled.status_code == 400 and "control characters" in smuggled.json()["error"]["message"]
+        spaced = requests.get(url + "x%20y", headers=auth, timeout=10)
+        assert spaced.status_code == 404 and spaced.json()["error"]["message"] == "no route for /x%20y"
+        assert requests.get(url + "health", headers=auth, timeout=10).json()["status"] == "ok"
+    finally:
+        server.stop()
+
+
+# -- what goes upstream -------------------------------------------------------------
+
+def test_no_query_and_only_allowed_headers_go_upstream(serve, recorder):
+    server = serve(profiles={"rec": {"endpoint": recorder.url + "/v1", "protocol": "openai", "key_env": KEY_ENV}})
+    extra = {"OpenAI-Organization": "org-x", "OpenAI-Project": "proj-x", "X-Api-Key": "caller-key",
+             "X-Sandbox-Fault": "500", "Cookie": "a=b", "X-Stream": "true", "Accept": "text/event-stream"}
+    r = server.post(f"relay/rec/v1/chat/completions?token={server.token}&_xsrf=abc&api_key=k", CHAT, extra)
+    assert r.status_code == 200 and b"[DONE]" in r.content  # authenticated by the query's Jupyter token
+    (seen,) = recorder.seen
+    assert seen["path"] == "/v1/chat/completions"  # no ?token=..., no query at all
+    sent = {name.lower(): value for name, value in seen["headers"].items()}
+    for name in ("openai-organization", "openai-project", "x-api-key", "x-sandbox-fault", "cookie"):
+        assert name not in sent
+    assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}" and sent["x-stream"] == "true"
+    assert sent["accept"] == "text/event-stream" and sent["content-type"] == "application/json"
+
+
+def test_body_gets_the_profile_model_a_capped_max_tokens_and_one_choice(serve, recorder):
+    server = serve(profiles={"rec": {"endpoint": recorder.url, "protocol": "openai", "model": "small-1",
+                                     "key_env": KEY_ENV, "max_tokens_cap": 50}})
+    post = lambda body: server.post("relay/rec/v1/chat/completions", body, server.relay_auth)  # noqa: E731
+    assert post({**CHAT, "model": "big-expensive-1", "max_tokens": 50}).status_code == 200
+    assert post({"messages": CHAT["messages"]}).status_code == 200
+    assert [(s["body"]["model"], s["body"]["max_tokens"]) for s in recorder.seen] == [("small-1", 50), ("small-1", 50)]
+    refused = [post({**CHAT, "max_tokens": 51}), post({**CHAT, "max_completion_tokens": 500}),
+               post({**CHAT, "n": 3}), post({**CHAT, "best_of": 2}),
+               server.post("relay/rec/v1/chat/completions", None, server.relay_auth, data=b"{not json")]
+    messages = [r.json()["error"]["message"] for r in refused]
+    assert [r.status_code for r in refused] == [400] * 5 and len(recorder.seen) == 2  # none of them sent
+    assert "max_tokens=51 is over the cap of relay profile 'rec': use at most 50" in messages[0]
+    assert "max_completion_tokens=500" in messages[1] and "n=3" in messages[2] and "best_of=2" in messages[3]
+    assert "not valid JSON" in messages[4] and all("\n" not in m for m in messages)
+
+
+def test_key_split_across_chunks_is_masked(serve, recorder, monkeypatch):
+    key = "sk-echo-" + secrets.token_hex(16)
+    monkeypatch.setenv("NBM_TEST_ECHO_KEY", key)
+    server = serve(profiles={"echo": {"endpoint": recorder.url, "protocol": "openai", "key_env": "NBM_TEST_ECHO_KEY"}})
+
+    def reply(got):  # the key cut at several places, then a stream that ends inside it
+        return [b"data: one " + got[:1].encode(), got[1:].encode() + b" two " + got[:10].encode(),
+                got[10:-1].encode(), got[-1:].encode() + b" three\n\n",
+                b"data: [DONE]\n\ndata: four " + got[:20].encode()]
+    recorder.reply = reply
+    r = server.post("relay/echo/v1/chat/completions", {**CHAT, "stream": True}, server.relay_auth)
+    assert recorder.seen[0]["headers"]["Authorization"] == f"Bearer {key}"  # the upstream did get it
+    assert r.status_code == 200
+    assert r.text == "data: one *** two *** three\n\ndata: [DONE]\n\ndata: four ***"
+    for part in (key, key[:10], key[10:], key[-12:]):
+        assert part not in r.text
+
+
+# -- where the key comes from ---------------------------------------------------------
+
+def test_key_from_a_key_file(serve, upstream, tmp_path, monkeypatch):
+    key_file = tmp_path / "upstream.key"
+    key_file.write_text(UPSTREAM_KEY + "\n")
+    key_file.chmod(0o600)
+    profile = {"endpoint": upstream.url + "/v1", "protocol": "openai", "model": "up-1", "key_file": str(key_file)}
+    server = serve(profiles={"filed": profile})
+    use_relay(monkeypatch, server)
+    g = Client(resolve_profile("relay:filed")).generate("Tell me about rivers", max_tokens=10)
+    assert g.text.startswith("[sandbox]") and upstream.wait_idle()["by_status"] == {"200": 1}
+    status = requests.get(server.url + "nb-model/status", headers=server.jupyter_auth, timeout=10).text
+    assert "held by the server" in status and str(key_file) not in status and UPSTREAM_KEY not in status
+    assert "open to other users" not in server.log.getvalue()
+    key_file.chmod(0o644)
+    loose = serve(profiles={"filed": profile})
+    assert f"key_file {key_file} is open to other users (mode 644): chmod 600 {key_file}" in loose.log.getvalue()
+    missing = serve(profiles={"filed": {**profile, "key_file": str(tmp_path / "nope.key")}})
+    assert "cannot read key_file" in missing.log.getvalue()
+    assert missing.post("relay/filed/v1/chat/completions", CHAT, missing.relay_auth).status_code == 401
+
+
+def test_literal_key_in_the_servers_own_config(serve, upstream, monkeypatch):
+    server = serve(profiles={"lit": {"endpoint": upstream.url, "protocol": "seed", "key": UPSTREAM_KEY}})
+    use_relay(monkeypatch, server)
+    g = Client(resolve_profile("relay:lit")).generate("Tell me about rivers", max_tokens=10)
+    assert g.text.startswith("[sandbox]") and upstream.wait_idle()["by_status"] == {"200": 1}
+    status = requests.get(server.url + "nb-model/status", headers=server.jupyter_auth, timeout=10).text
+    assert UPSTREAM_KEY not in status and "held by the server" in status
+    assert UPSTREAM_KEY not in json.dumps(server.kernel_env) and UPSTREAM_KEY not in server.log.getvalue()
+
+
+def test_server_process_environment_no_longer_shows_the_key(tmp_path, upstream):
+    port, token = _free_port(), secrets.token_hex(16)
+    config = tmp_path / "jupyter_server_config.json"
+    config.write_text(json.dumps({
+        "ServerApp": {"ip": "127.0.0.1", "port": port, "port_retries": 0, "open_browser": False,
+                      "allow_root": True, "root_dir": str(tmp_path),
+                      "jpserver_extensions": {"nb_model": True, **dict.fromkeys(OTHER_EXTENSIONS, False)}},
+        "IdentityProvider": {"token": token},
+        "NbModelRelay": {"quota_db": str(tmp_path / "q.sqlite"), "qps": 0, "profiles": {
+            "chat": {"endpoint": upstream.url + "/v1", "protocol": "openai", "key_env": KEY_ENV}}}}))
+    env = {**os.environ, KEY_ENV: UPSTREAM_KEY, "PYTHONPATH": str(ROOT), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "run")}
+    url, log = f"http://127.0.0.1:{port}/", tmp_path / "server.log"
+    argv = [sys.executable, "-m", "jupyter_server", f"--config={config}"]
+    with server_process(argv, url + "api", log, env=env, cwd=tmp_path) as proc:
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        assert UPSTREAM_KEY.encode() not in environ
+        assert f"{KEY_ENV}={'*' * len(UPSTREAM_KEY)}".encode() in environ.split(b"\0")  # overwritten in place
+        r = requests.post(url + "nb-model/relay/chat/v1/chat/completions", json=CHAT,
+                          headers={"Authorization": f"token {token}"}, timeout=30)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("[sandbox]")
+    assert "could not clear" not in log.read_text() and UPSTREAM_KEY not in log.read_text()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,7 +8,7 @@ import pytest
 from nb_model.errors import ConfigError
 from nb_model.relay_env import PROFILES_ENV, TOKEN_ENV, URL_ENV, relay_profiles
 from nb_model.server.redact import redact
-from nb_model.server.relay import parse_profile
+from nb_model.server.relay import BadRequest, parse_profile
 
 
 def test_no_relay_outside_jupyter(monkeypatch):
@@ -39,7 +39,10 @@ def test_broken_profiles_variable_is_one_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"endpoint": "https://x", "key": "sk-1"}, "holds a key"),
+    ({"endpoint": "https://x", "api_key": "sk-1"}, "api_key is not a setting"),
+    ({"endpoint": "https://x", "key": "sk-1", "key_env": "K"}, "give one of key_env, key, not several"),
+    ({"endpoint": "https://x", "key_file": ""}, "key_file must be a non-empty string"),
+    ({"endpoint": "https://x", "max_tokens_cap": "100"}, "max_tokens_cap must be a positive integer"),
     ({"endpoint": "ftp://x"}, "endpoint must be an http"),
     ({"endpoint": "https://x", "protocol": "grpc"}, "protocol 'grpc' unknown"),
     ({"endpoint": "https://x", "temperature": 1}, "unknown setting"),
@@ -50,6 +53,29 @@ def test_bad_profile_settings(data, message):
         parse_profile("p", data)
     with pytest.raises(ConfigError, match="letters, digits"):
         parse_profile("a/b", {"endpoint": "https://x"})
+
+
+def test_key_sources_are_named_never_held():
+    filed = parse_profile("f", {"endpoint": "https://x", "key_file": "/run/keys/f"})
+    literal = parse_profile("l", {"endpoint": "https://x", "key": "sk-literal-123456"})
+    assert (filed.key_file, filed.keyed, literal.key_in_config, literal.keyed) == ("/run/keys/f", True, True, True)
+    assert "sk-literal-123456" not in repr(literal) and not parse_profile("n", {"endpoint": "https://x"}).keyed
+
+
+def test_shape_forces_model_caps_tokens_and_reserves():
+    prof = parse_profile("p", {"endpoint": "https://x", "protocol": "openai", "model": "small", "max_tokens_cap": 50})
+    chat = {"model": "big", "messages": [{"role": "user", "content": "one two"}]}
+    body, reserve = prof.shape(json.dumps(chat).encode())
+    assert json.loads(body)["model"] == "small" and json.loads(body)["max_tokens"] == 50 and reserve == 52
+    body, reserve = prof.shape(b'{"prompt": "abcdefgh abcdefgh", "max_completion_tokens": 10, "n": 1}')
+    assert json.loads(body)["max_completion_tokens"] == 10 and reserve == 10 + 4
+    for raw, message in [(b'{"max_tokens": 51}', "use at most 50"), (b'{"max_tokens": true}', "positive integer"),
+                         (b'{"n": 2}', "one completion per request"), (b"[1]", "JSON object"), (b"", "JSON object"),
+                         (b"\xff", "not valid JSON")]:
+        with pytest.raises(BadRequest, match=message):
+            prof.shape(raw)
+    free = parse_profile("q", {"endpoint": "https://x"})  # no model, no cap: passed as given
+    assert json.loads(free.shape(b'{"prompt": "hi", "model": "m"}')[0]) == {"prompt": "hi", "model": "m"}
 
 
 def test_upstream_urls_follow_the_protocol_adapters():

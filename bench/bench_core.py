@@ -2,7 +2,8 @@
 
 1. `%load_ext nb_model` on top of a bare IPython shell start   (target: adds < 100 ms)
 2. client consuming a 2048-token sandbox stream vs a raw `requests` loop   (target ≤ 1.10×)
-3. bytes of display messages a real kernel sends for that stream vs the final text   (target ≤ 4×)
+3. bytes of display messages a real kernel sends for that stream vs the final text   (target ≤ 4×), and the
+   longest gap between visible updates while text arrives (also for a slow 1200-token answer at 40 tok/s)
 
 Run: python bench/bench_core.py [--runs N]
 """
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from itertools import pairwise
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import median, paired, process_time, table  # noqa: E402
@@ -73,8 +75,9 @@ def bench_stream(runs: int) -> str:
     return texts["ours"]
 
 
-def kernel_display_bytes(fmt: str, rate: int) -> tuple[int, int]:
-    """Run %%generate in a real kernel; return (iopub output bytes, final text bytes)."""
+def kernel_display(fmt: str, rate: int, max_tokens: int = 2048) -> tuple[int, int, float, int]:
+    """Run %%generate in a real kernel; return (iopub output bytes, final text bytes, longest gap in s between
+    visible updates up to the last text shown, number of visible updates)."""
     from jupyter_client.manager import start_new_kernel
 
     cwd = tempfile.mkdtemp()
@@ -84,29 +87,35 @@ def kernel_display_bytes(fmt: str, rate: int) -> tuple[int, int]:
         kc.execute_interactive("%load_ext nb_model", timeout=60)
         code = (f"from nb_model.client import embedded_sandbox\nembedded_sandbox().token_rate = {rate}\n")
         kc.execute_interactive(code, timeout=60)
-        sizes = []
+        sizes, shows = [], []
 
         def hook(msg):
-            if msg["header"]["msg_type"] in ("stream", "display_data", "update_display_data"):
-                sizes.append(len(json.dumps(msg["content"])))
+            kind, content = msg["header"]["msg_type"], msg["content"]
+            if kind in ("stream", "display_data", "update_display_data"):
+                sizes.append(len(json.dumps(content)))
+                if content.get("data") or content.get("text"):  # not an emptied preview slice
+                    shows.append(msg["header"]["date"].timestamp())
 
-        kc.execute_interactive(f"%%generate --max-tokens 2048 -f {fmt} -o g\nwrite a long essay about rivers",
-                               output_hook=hook, timeout=300)
+        kc.execute_interactive(f"%%generate --max-tokens {max_tokens} -f {fmt} -o g\n"
+                               "write a long essay about rivers", output_hook=hook, timeout=300)
         reply = []
         kc.execute_interactive("print(len(g.text.encode()))", output_hook=lambda m: reply.append(m), timeout=30)
         final = int(next(m["content"]["text"] for m in reply if m["header"]["msg_type"] == "stream"))
-        return sum(sizes), final
+        shows = shows[:-1]  # the footer comes last
+        gap = max((b - a for a, b in pairwise(shows)), default=0.0)
+        return sum(sizes), final, gap, len(shows)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
 
 def bench_display() -> None:
-    rows = [("format, sandbox rate", "display bytes", "final text bytes", "ratio (target ≤ 4x)")]
-    for fmt, rate in (("text", 400), ("markdown", 400)):
-        sent, final = kernel_display_bytes(fmt, rate)
-        rows.append((f"{fmt}, {rate} tok/s", sent, final, f"{sent / final:.2f}x"))
-    table("3. frontend bytes for a 2048-token %%generate stream in a real kernel", rows)
+    rows = [("format, sandbox rate, tokens", "display bytes", "final text bytes", "ratio (target ≤ 4x)",
+             "longest gap", "updates")]
+    for fmt, rate, tokens in (("text", 400, 2048), ("markdown", 400, 2048), ("markdown", 40, 1200)):
+        sent, final, gap, shown = kernel_display(fmt, rate, tokens)
+        rows.append((f"{fmt}, {rate} tok/s, {tokens}", sent, final, f"{sent / final:.2f}x", f"{gap:.2f} s", shown))
+    table("3. frontend bytes and update gaps for a %%generate stream in a real kernel", rows)
 
 
 def main() -> None:

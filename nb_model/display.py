@@ -2,11 +2,15 @@
 
 Text streams append-only to stdout (ipykernel batches it; O(n) bytes, and what
 nbval records equals what the notebook saves). Rich formats (markdown, code,
-json, html) show a live preview in one display that is re-sent at most 20
-times a second and only once the text grew by half since the last preview (a
-re-send costs the whole text, so this keeps the total to about 3x the text);
-the preview is reset to empty at the end and followed by the final render, so
-the saved notebook and nbval's recording agree.
+json, html) show a plain-text live preview, refreshed every PREVIEW_INTERVAL
+while text arrives. A display re-sends its whole bundle on each update, so the
+preview is cut into slices of about SLICE_CHARS, each its own display: only the
+newest slice is re-sent, earlier ones stay as they are (total bytes grow with
+the text, not its square). Each slice is published empty first (`{}`: nothing
+to draw, and nbval, which records a display's first bundle, has nothing to
+compare) and emptied again before the final render, so nbval's recording and
+the saved notebook both show just the render and the footer. Slice boundaries
+depend on the text only: a rerun or a cache replay leaves the same outputs.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import sys
 import time
 
 FORMATS = ("text", "markdown", "code", "json", "html")
-MAX_UPDATES_PER_S = 20
-PREVIEW_GROWTH = 1.5  # re-send the preview only when the text grew this much
+MAX_UPDATES_PER_S = 20  # live widgets (the panel) refresh at most this often
+PREVIEW_INTERVAL = 0.5  # s between updates of a rich preview while text arrives
+SLICE_CHARS = 384  # a preview slice ends at the first line end past this many characters
 
 
 def in_kernel() -> bool:
@@ -69,6 +74,19 @@ def render_bundle(text: str, fmt: str) -> dict:
     return {"text/plain": text}
 
 
+def slice_end(text: str, start: int) -> int | None:
+    """Where the preview slice starting at `start` ends: after the first line end past SLICE_CHARS
+    characters, else after the last space before twice that; None while the text cannot tell yet."""
+    low, high = start + SLICE_CHARS, start + 2 * SLICE_CHARS
+    newline = text.find("\n", low, high)
+    if newline >= 0:
+        return newline + 1
+    if len(text) < high:
+        return None
+    space = text.rfind(" ", low, high)
+    return space + 1 if space >= 0 else high
+
+
 class LiveOutput:
     """Receives deltas and shows them without flooding the frontend."""
 
@@ -77,28 +95,44 @@ class LiveOutput:
         self.text = ""
         self._kernel = in_kernel()
         self._rich = fmt != "text" and self._kernel
-        self._handle = None
-        self._last = 0.0
-        self._shown = 0
+        self._starts = [0]  # where each preview slice begins in the text
+        self._handles = []  # one display per slice shown so far
+        self._shown = []  # the text each of those displays holds
+        self._last = None  # time of the last preview update
 
     def write(self, delta: str) -> None:
         self.text += delta
+        if not delta:
+            return
         if not self._rich:
             sys.stdout.write(delta)
             if not self._kernel:
                 sys.stdout.flush()
             return
         now = time.monotonic()
-        if now - self._last >= 1 / MAX_UPDATES_PER_S and len(self.text) >= self._shown * PREVIEW_GROWTH:
+        if self._last is None or now - self._last >= PREVIEW_INTERVAL:
             self._preview()
             self._last = now
-            self._shown = len(self.text)
+
+    def _slices(self) -> list[tuple[int, int]]:
+        """(start, end) of every slice of the text so far; the last one may still grow."""
+        if not self.text:
+            return []
+        while (end := slice_end(self.text, self._starts[-1])) is not None and end < len(self.text):
+            self._starts.append(end)
+        ends = self._starts[1:] + [len(self.text)]
+        return list(zip(self._starts, ends))
 
     def _preview(self) -> None:
-        bundle = {"text/plain": self.text}
-        if self._handle is None:  # first published empty: nbval records a handle's first bundle, and the
-            self._handle = _publish({"text/plain": ""}, display_id=True)  # saved notebook ends it empty too
-        self._handle.update(bundle, raw=True)
+        slices = self._slices()
+        first = max(len(self._handles) - 1, 0)  # slices before the last one shown are complete
+        for i, (start, end) in enumerate(slices[first:], first):
+            if i == len(self._handles):  # empty first: nbval records a display's first bundle
+                self._handles.append(_publish({}, display_id=True))
+                self._shown.append("")
+            if self._shown[i] != self.text[start:end]:
+                self._shown[i] = self.text[start:end]
+                self._handles[i].update({"text/plain": self._shown[i]}, raw=True)
 
     def finish(self, gen=None) -> None:
         """End the live part; show the final render for rich formats."""
@@ -107,10 +141,23 @@ class LiveOutput:
                 sys.stdout.write("\n")
             sys.stdout.flush()
             return
-        if self._handle is not None:
-            self._handle.update({"text/plain": ""}, raw=True)
+        for handle, shown in zip(self._handles, self._shown):
+            if shown:
+                handle.update({}, raw=True)
+        for _ in self._slices()[len(self._handles):]:  # unshown slices get one too: outputs follow the text
+            self._handles.append(_publish({}, display_id=True))
         if self.text:
             _publish(render_bundle(self.text, self.fmt))
+
+
+def _protocol(profile: str) -> str | None:
+    """The wire protocol of a profile by name (None when it cannot be resolved now)."""
+    from .config import resolve_profile
+    from .errors import ConfigError
+    try:
+        return resolve_profile(profile).protocol if profile else None
+    except ConfigError:  # e.g. a profile of an older session: the footer still shows
+        return None
 
 
 def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
@@ -140,6 +187,10 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
         warnings.append("the output was filtered by the server's content filter and is incomplete")
     elif gen.finish_reason == "interrupted":
         warnings.append("interrupted: partial text kept; re-run the cell to generate again")
+    if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
+                                                                    "error"):
+        warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
+                        if _protocol(gen.profile) == "openai" else "the model returned no text")
     return " · ".join(parts), warnings
 
 

@@ -6,7 +6,9 @@ Each generation is cached under a key over everything that changes its answer
 Where entries live, strongest first:
   * a Redis URL (NB_MODEL_CACHE_URL=redis://… or a profile's `cache_url`): a shared
     cache for several machines, see `redis_store`; history stays in the SQLite file below;
-  * `%generate cache --file PATH` (this session), or NB_MODEL_CACHE=PATH (NB_MODEL_CACHE=off: none);
+  * `%generate cache --file PATH|DIR|off|auto` for this session: a file, a folder (its cache.sqlite),
+    off (no cache file: no caching, no history on disk) or auto (back to the automatic choice below);
+    else NB_MODEL_CACHE=PATH|DIR|off in the environment;
   * in Jupyter, beside the notebook: `<notebook folder>/.nb_model/<notebook-stem>.sqlite`
     (the kernel learns its notebook from $JPY_SESSION_NAME or `__session__`);
   * fallback, when no notebook path is known (plain IPython, nbclient/nbval without a

@@ -146,9 +146,9 @@ def cmd_history(magics, words: list[str]) -> None:
     def head(text, n=40):
         text = " ".join((text or "").split())
         return text if len(text) <= n else text[:n - 1] + "…"
-    _table([("time", "model", "tokens", "seconds", "", "prompt", "answer")] + [
+    _table([("time", "model", "tokens", "latency", "finish", "prompt", "answer")] + [
         (_when(r["time"]), r["model"] or r["profile"] or "-", f"{r['prompt_tokens']}→{r['completion_tokens']}",
-         f"{r['latency_s']:.2f}" if r["latency_s"] is not None else "-",
+         f"{r['latency_s']:.2f} s" if r["latency_s"] is not None else "-",
          "cached" if r["cached"] else (r["finish_reason"] or ""), head(r["prompt"]), head(r["text"] or r["error"]))
         for r in rows])
 

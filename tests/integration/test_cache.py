@@ -1,5 +1,6 @@
 """The per-notebook cache and history: a real SQLite file on disk, the real magic, the sandbox over HTTP."""
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -169,6 +170,9 @@ def test_file_subcommand_takes_a_folder_off_and_auto_like_the_env_var(cached, sa
     assert requests_seen(sandbox, 3) == 3 and rows(fallback_file(), "entries") == 1
     _, cap = run(cached, "%generate help")
     assert "--file PATH|DIR|off|auto" in cap.stdout
+    from nb_model import cache
+    from nb_model.cache.commands import CACHE_USAGE
+    assert CACHE_USAGE.split(" | ")[-1] in cache.__doc__  # the package docs name every form of --file
 
 
 def test_subcommands_stats_list_clear_history_usage(cached, sandbox):
@@ -182,6 +186,8 @@ def test_subcommands_stats_list_clear_history_usage(cached, sandbox):
     _, cap = run(cached, "%generate history 2")
     lines = cap.stdout.strip().splitlines()
     assert len(lines) == 3 and "moons" in lines[1] and "cached" in lines[2]
+    assert lines[0].split() == ["time", "model", "tokens", "latency", "finish", "prompt", "answer"]
+    assert all(re.search(r"  \d+→\d+ +\d+\.\d\d s  +(length|stop|cached)  ", line) for line in lines[1:]), lines
     _, cap = run(cached, "%generate usage")
     session_line = next(line for line in cap.stdout.splitlines() if line.startswith("this session"))
     fresh = [r for r in __import__("nb_model").history().to_dict("records") if not r["cached"]]

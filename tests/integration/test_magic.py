@@ -1,10 +1,12 @@
 """%%generate and %generate through a real IPython InteractiveShell against the sandbox over HTTP."""
+import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import run
+from conftest import run, shown
 
 
 def test_generate_streams_footer_and_out(shell, sandbox, use_endpoint):
@@ -175,3 +177,59 @@ def test_sandbox_server_accessor_survives_subpackage_import():
     resolve_profile()
     server = nb_model.sandbox_server()
     assert server.url.startswith("http://127.0.0.1:") and server is nb_model.sandbox_server()
+
+
+class _EmptyAnswers(BaseHTTPRequestHandler):
+    """A model that answers nothing (as a base model behind a chat endpoint does): chat completions, SSE or
+    JSON, and the seed API, each with finish_reason stop and 12 prompt tokens."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        usage = {"prompt_tokens": 12, "completion_tokens": 0}
+        if self.path.endswith("/chat/completions") and body.get("stream"):
+            events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                      {"choices": [], "usage": usage}]
+            kind, payload = "text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + \
+                "data: [DONE]\n\n"
+        elif self.path.endswith("/chat/completions"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}
+            kind, payload = "application/json", json.dumps({"choices": [choice], "usage": usage})
+        elif self.headers.get("X-Stream") == "true":
+            kind, payload = "application/x-ndjson", '{"text": ""}\n' + json.dumps(
+                {"text": "", "finish_reason": "stop", "usage": usage}) + "\n"
+        else:
+            kind, payload = "application/json", json.dumps({"output": "", "finish_reason": "stop", "usage": usage})
+        data = payload.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def empty_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EmptyAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("protocol, option, warning", [
+    ("openai", "", "no text: a base model on a chat endpoint? try protocol openai-completions"),
+    ("openai", "--no-stream", "no text: a base model on a chat endpoint? try protocol openai-completions"),
+    ("seed", "", "the model returned no text"),
+])
+def test_empty_answer_says_why_in_the_footer(shell, empty_server, use_endpoint, protocol, option, warning):
+    use_endpoint(empty_server, protocol=protocol, model="base-7b")
+    res, cap = run(shell, f"%%generate {option} -o g\nThe capital of France is")
+    assert res.success and shell.user_ns["g"].text == "" and cap.stdout == ""
+    line, *warnings = shown(cap)[-1].splitlines()
+    assert line.startswith("— base-7b · 12 → 0 tokens · ") and " · finish: stop" in line
+    assert warnings == [f"⚠ {warning}"]

@@ -1,0 +1,102 @@
+"""The live preview of rich formats in a real kernel (jupyter_client): what the frontend receives, when, and
+what a saved notebook (and nbval's recording) ends up holding."""
+import json
+import os
+from itertools import pairwise
+
+import pytest
+
+from nb_model.display import PREVIEW_INTERVAL
+
+
+def replay(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(outputs as nbclient saves them: updates applied; outputs as nbval records them: first bundles)."""
+    saved, recorded, where = [], [], {}
+    for m in msgs:
+        kind, content = m["msg_type"], m["content"]
+        if kind == "display_data":
+            saved.append(dict(content["data"]))
+            recorded.append(dict(content["data"]))
+            display_id = content.get("transient", {}).get("display_id")
+            if display_id:
+                where.setdefault(display_id, []).append(len(saved) - 1)
+        elif kind == "update_display_data":
+            for i in where[content["transient"]["display_id"]]:
+                saved[i] = dict(content["data"])
+        elif kind == "stream":
+            saved.append({"stream": content["text"]})
+            recorded.append({"stream": content["text"]})
+    return saved, recorded
+
+
+def visible(outputs: list[dict]) -> list[dict]:
+    """Outputs that show something, without the once-per-kernel 'nb_model: …' notice."""
+    return [o for o in outputs if o and not str(o.get("text/plain", "")).startswith("nb_model:")]
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    from jupyter_client.manager import start_new_kernel
+    cwd = tmp_path_factory.mktemp("kernel")
+    env = {**os.environ, "NB_MODEL_LOCAL": "off", "NB_MODEL_CACHE": "off", "HOME": str(cwd)}
+    env = {k: v for k, v in env.items() if not k.startswith(("NB_MODEL_ENDPOINT", "NB_MODEL_PROFILE", "MODEL_API"))}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+    try:
+        kc.execute_interactive("%load_ext nb_model\nfrom nb_model.client import embedded_sandbox", timeout=60)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run_cell(kc, code: str, timeout: float = 120) -> list[dict]:
+    msgs = []
+    reply = kc.execute_interactive(code, output_hook=msgs.append, timeout=timeout)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return msgs
+
+
+def printed(kc, code: str) -> str:
+    return "".join(m["content"]["text"] for m in run_cell(kc, code) if m["msg_type"] == "stream")
+
+
+def test_preview_updates_steadily_and_leaves_only_render_and_footer(kernel):
+    run_cell(kernel, "embedded_sandbox().token_rate = 100")
+    msgs = run_cell(kernel, "%%generate --max-tokens 500 -f markdown -o g\nwrite a long essay about rivers")
+    text = printed(kernel, "print(g.text, end='')")
+    assert len(text) > 2000
+    # every message that changes what is visible, up to and including the final render
+    shows = [m for m in msgs if m["msg_type"] in ("display_data", "update_display_data") and m["content"]["data"]]
+    end = next(i for i, m in enumerate(shows) if "text/markdown" in m["content"]["data"])
+    times = [m["header"]["date"].timestamp() for m in shows[:end + 1]]
+    gaps = [b - a for a, b in pairwise(times)]
+    assert len(gaps) >= 8 and max(gaps) <= PREVIEW_INTERVAL + 0.5, [round(g, 2) for g in gaps]
+    # the preview really showed the text as it grew, in order
+    previews = [m["content"]["data"]["text/plain"] for m in shows[:end]]
+    assert text.startswith(previews[0]) and sum(len(p) for p in previews) < 4 * len(text)
+
+    saved, recorded = replay(msgs)
+    for outputs in (saved, recorded):
+        kept = visible(outputs)
+        assert len(kept) == 2, kept
+        assert kept[0] == {"text/markdown": text} and kept[1]["text/plain"].startswith("— sandbox · ")
+    rest = [o for o in saved if o not in visible(saved) and not o.get("text/plain", "").startswith("nb_model:")]
+    assert len(rest) >= 5 and all(o == {} for o in rest)  # the preview slices, emptied
+
+
+def test_markdown_stream_bytes_stay_within_4x_of_the_text(kernel):
+    run_cell(kernel, "embedded_sandbox().token_rate = 600")
+    msgs = run_cell(kernel, "%%generate --max-tokens 1500 -f markdown -o g\nwrite a long essay about rivers")
+    size = int(printed(kernel, "print(len(g.text.encode()))"))
+    sent = sum(len(json.dumps(m["content"])) for m in msgs
+               if m["msg_type"] in ("stream", "display_data", "update_display_data"))
+    assert sent <= 4 * size, (sent, size)
+
+
+def test_replay_leaves_the_same_outputs_as_the_live_run(kernel):
+    """A cache hit arrives in one piece: it shows the same number of (empty) slices and the same render."""
+    run_cell(kernel, "embedded_sandbox().token_rate = 400\n%generate cache --file cache.sqlite")
+    cell = "%%generate --max-tokens 300 -f markdown\nwrite a long essay about lakes"
+    live, hit = replay(run_cell(kernel, cell))[0], replay(run_cell(kernel, cell))[0]
+    assert len(live) == len(hit) and visible(live)[0] == visible(hit)[0]
+    assert live.count({}) == hit.count({}) >= 3

@@ -160,7 +160,7 @@ def cmd_usage(magics, words: list[str]) -> None:
     local = router.local_store()
     if local is not None:
         scopes.append(("whole notebook", router.usage_totals(local.usage_rows())))
-    _table([("", "calls", "cached", "tokens in", "tokens out", "cost", "saved by cache")] + [
+    _table([("scope", "calls", "cached", "tokens in", "tokens out", "cost", "saved by cache")] + [
         (name, t["calls"], t["hits"], t["in"], t["out"], f"${t['cost']:.4f}", f"${t['saved']:.4f}")
         for name, t in scopes])
     print("cost estimated from each profile's price_per_1m (set it in nb_model.toml; 0 for local models)")

@@ -199,7 +199,7 @@ def recent_history(n: int | None = None) -> list[dict]:
 
 
 def use_file(path: str | Path | None) -> SQLiteStore | None:
-    """`%generate cache --file PATH`: switch this session to PATH and open it now."""
+    """`%generate cache --file PATH|DIR`: switch this session to that file (DIR/cache.sqlite) and open it now."""
     location.set_override(path)
     return local_store()
 

@@ -69,16 +69,39 @@ def _failed(exc: BaseException, profile: str, text: str = "") -> Generation:
     return Generation(text=text, finish_reason="error", error=message, profile=profile)
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
 def _progress(total: int, enabled: bool):
-    """A tqdm bar: a widget in a Jupyter kernel, text on stderr elsewhere."""
+    """A tqdm bar: a widget in a Jupyter kernel (shown by us, see `_end_progress`), text on stderr elsewhere."""
     from .display import in_kernel
+    options = {"total": total, "desc": "generate_many", "unit": "prompt", "disable": not enabled,
+               "dynamic_ncols": True}
+    bar = None
     if enabled and "IPython" in sys.modules and in_kernel():
-        from tqdm.auto import tqdm
-    else:
+        try:
+            from tqdm.notebook import tqdm as notebook_tqdm
+            bar = notebook_tqdm(**options, display=False)
+        except ImportError:  # no ipywidgets: the text bar below
+            pass
+        else:
+            from IPython.display import display
+            bar.nb_model_display = display(bar.container, display_id=True)
+    if bar is None:
         from tqdm import tqdm
-    bar = tqdm(total=total, desc="generate_many", unit="prompt", disable=not enabled, dynamic_ncols=True)
+        bar = tqdm(**options)
     bar.set_postfix(errors=0, refresh=False)
     return bar
+
+
+def _end_progress(bar) -> None:
+    """Close the bar; a widget bar's output becomes the widget plus the final bar as text, so a saved
+    notebook reads "generate_many: 100%|…| 6/6 …" (widget state is not saved; the first text would stay)."""
+    bar.close()
+    handle = getattr(bar, "nb_model_display", None)
+    if handle is not None:
+        view = {"version_major": 2, "version_minor": 0, "model_id": bar.container.model_id}
+        handle.update({WIDGET_MIME: view, "text/plain": str(bar)}, raw=True)
 
 
 class _Batch:
@@ -177,6 +200,7 @@ def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, c
     if not prompts:
         return results
     batch = _Batch(client, prompts, call)
+    client.start_embedded()  # here, not in a worker thread: its one-line notice belongs to this cell
     bar = _progress(len(prompts), progress)
     pool = ThreadPoolExecutor(max_workers=min(max_workers, len(prompts)), thread_name_prefix="nb_model-batch")
     futures = {pool.submit(batch.run, i): i for i in range(len(prompts))}
@@ -200,7 +224,7 @@ def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, c
     finally:
         batch.halt()
         pool.shutdown(wait=False, cancel_futures=True)
-        bar.close()
+        _end_progress(bar)
     return results
 
 
@@ -367,6 +391,12 @@ def run_magic(magics, args, cell: str) -> None:
         raise UsageError(f"--over {args.over}: no variable of that name; define a list or Series first")
     if args.no_interpolate or getattr(args, "chat", None):
         raise UsageError("--over fills the cell from each item: drop --no-interpolate / --chat")
+    try:
+        items, _ = _as_items(ns[args.over])
+    except ConfigError as exc:
+        raise UsageError(f"--over {args.over}: {exc}") from None
+    if not items:
+        raise UsageError(f"--over {args.over}: the list is empty, nothing to generate; put prompts or items in it")
     start = time.perf_counter()
     try:
         results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns,

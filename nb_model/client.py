@@ -5,6 +5,7 @@ Everything that calls a model (magic, panel, batch, relay tests) goes through
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import random
@@ -13,9 +14,11 @@ import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from . import protocols
-from .config import Profile, redact_url, resolve_profile, validate_params
+from .config import (EMBEDDED_PREFIX, ENDPOINT_EXAMPLE, Profile, ignored_env_note, redact_url, resolve_profile,
+                     validate_params)
 from .errors import (APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, ProtocolError,
                      StreamBroken)
 from .limits import bucket_for, wait_interruptibly
@@ -27,7 +30,6 @@ MAX_HINT_S = 120.0
 EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
 INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
 CACHE_MODES = ("use", "refresh", "off")  # look up and store · only store (a fresh answer) · neither
-EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox serving that engine
 
 def _default_notice(msg: str) -> None:
     """A muted display line inside IPython/Jupyter, else a line on stderr."""
@@ -48,7 +50,11 @@ _embedded_lock = threading.Lock()
 
 
 class _ServerError(Exception):
-    """An error object inside a 200 reply (e.g. vLLM's mid-stream error event)."""
+    """An error object inside a 200 reply (e.g. vLLM's mid-stream error event), with its status code if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def set_notice_handler(fn: Callable[[str], None]) -> None:
@@ -88,12 +94,13 @@ def embedded_sandbox(engine: str = "sandbox"):
                                   + " or ".join(EMBEDDED_PREFIX + name for name in ENGINES))
             if engine == "sandbox":
                 server = start_sandbox(token_rate=200.0)
-                notice(f"nb_model: no endpoint configured, using the embedded sandbox (simulated model) at {server.url}")
+                notice(f"nb_model: no endpoint configured, using the embedded sandbox (simulated model) at "
+                       f"{server.url}{ignored_env_note()}")
             else:
                 model = make_engine(engine)
                 server = start_sandbox(engine=model)
                 notice(f"nb_model: using the local model {model.description} at {server.url}; "
-                       "loading the model (first answer after a few seconds)")
+                       f"loading the model (first answer after a few seconds){ignored_env_note()}")
             _embedded[engine] = server
         return server
 
@@ -204,6 +211,30 @@ def _advice(status: int, profile: Profile) -> str:
     return "fix the request parameters"
 
 
+def _protocol_advice(profile: Profile) -> str:
+    return f"check that profile {profile.name!r} uses the right protocol ({' | '.join(protocols.PROTOCOLS)})"
+
+
+def _checked_key(profile: Profile) -> str | None:
+    """The profile's key; one ConfigError line (the key never shown) unless it fits in an HTTP header."""
+    name, key = profile.key_source()
+    if key and not all("!" <= c <= "~" for c in key):  # printable ASCII, no spaces or line breaks
+        raise ConfigError(f"the key in ${name} contains characters not allowed in an HTTP header: set it again")
+    return key
+
+
+def _setting_failure(exc: Exception, profile: Profile) -> ConfigError | None:
+    """A transport error that is a setting's fault (a bad URL or header): a ConfigError, never retried."""
+    from requests.exceptions import InvalidHeader, InvalidSchema, InvalidURL, MissingSchema
+    if isinstance(exc, InvalidHeader):
+        return ConfigError(f"profile {profile.name!r}: a request header holds characters HTTP does not allow: "
+                           f"check the key ({profile.key_status()})")
+    if isinstance(exc, (InvalidURL, InvalidSchema, MissingSchema)):
+        return ConfigError(f"profile {profile.name!r}: endpoint {redact_url(profile.endpoint or '')!r} is not a "
+                           f"valid http(s) URL ({type(exc).__name__}): write e.g. {ENDPOINT_EXAMPLE!r}")
+    return None
+
+
 def _wake_reader(conn) -> None:
     """Shut the connection's socket down so a read blocked in another thread returns now (close alone does not)."""
     sock = getattr(conn, "sock", None)
@@ -220,6 +251,10 @@ class Stream:
     Retries (within the budget) happen only before any text was yielded. After
     text was shown a broken stream raises `StreamBroken` with the partial
     `Generation` attached; an interrupt closes the connection and raises `Interrupted`.
+
+    Iterating again replays a finished answer whole. Leaving the loop early (`break`) closes the
+    connection and marks the generation "stopped" (partial text in `.generation`); iterating such a
+    stream again raises `Interrupted` rather than pass the partial text off as the answer.
     """
 
     def __init__(self, client: "Client", spec: Spec, *, stream: bool, max_retries: int,
@@ -236,10 +271,15 @@ class Stream:
         self._conn = None  # the connection of the request in flight, before its response exists
         self._closed = False
         self._consumed = False
+        self._left = False  # the consumer left the loop before the answer was complete
 
     # -- public -----------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
         if self._consumed:
+            if self._left:
+                raise Interrupted(f"this stream was stopped early (the loop was left after "
+                                  f"{len(self.generation.text)} characters): its partial text is in "
+                                  ".generation.text; start a new one for the whole answer", partial=self.generation)
             yield from ([self.generation.text] if self.generation.text else [])
             return
         self._consumed = True
@@ -257,6 +297,13 @@ class Stream:
         start = time.perf_counter()
         try:
             yield from self._run(start)
+        except GeneratorExit:  # the consumer left the loop (break) or dropped the iterator
+            complete = self.generation.finish_reason is not None and not self._closed
+            self.close()
+            self._left = not complete
+            self._finish(start, self.generation.finish_reason if complete else "stopped")
+            self._record(identity)
+            raise
         except KeyboardInterrupt:
             self.close()
             self._finish(start, "interrupted")
@@ -337,7 +384,8 @@ class Stream:
                 if self._closed:
                     self.generation.finish_reason = "stopped"
                     return
-                retryable = (exc.status in RETRY_STATUS or exc.status is None) and not self.generation.text
+                retryable = isinstance(exc, ConnectionFailed) or exc.status in RETRY_STATUS
+                retryable = retryable and not self.generation.text
                 if not retryable or isinstance(exc, StreamBroken):
                     raise
                 if attempt >= self.max_retries:
@@ -360,7 +408,7 @@ class Stream:
         headers = {"Content-Type": "application/json", **extra}
         if self.streaming:
             headers["Accept"] = "text/event-stream" if profile.protocol != "seed" else "application/x-ndjson"
-        key = profile.api_key()
+        key = _checked_key(profile)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         client.limiter.acquire()
@@ -375,6 +423,9 @@ class Stream:
             if self._closed:  # woken by close(): not a failure
                 self.generation.finish_reason = "stopped"
                 return
+            setting = _setting_failure(exc, profile)
+            if setting is not None:
+                raise setting from None
             raise ConnectionFailed(client.describe_failure(exc, url),
                                    what=client.describe_failure(exc, url, advice=False)) from None
         finally:
@@ -398,7 +449,9 @@ class Stream:
     def _apply(self, chunk: Chunk, start: float) -> str:
         gen = self.generation
         if chunk.error:
-            raise _ServerError(f"the server reported an error: {self.client.redact(chunk.error)}")
+            code = f" ({chunk.error_status})" if chunk.error_status else ""
+            raise _ServerError(f"the server reported an error{code}: {self.client.redact(chunk.error)}",
+                               chunk.error_status)
         if chunk.model:
             gen.model = chunk.model
         if chunk.usage:
@@ -424,11 +477,13 @@ class Stream:
             obj = json.loads(raw)
         except ValueError:
             raise ProtocolError(f"the server's reply is not JSON ({len(raw)} bytes); "
-                                f"check that profile {self.client.profile.name!r} uses the right protocol") from None
+                                f"{_protocol_advice(self.client.profile)}") from None
         try:
             text = self._apply(adapter.parse_reply(obj), start)
+        except ProtocolError as exc:
+            raise ProtocolError(f"{exc}; {_protocol_advice(self.client.profile)}") from None
         except _ServerError as exc:
-            raise APIError(str(exc)) from None
+            self._server_error(exc)
         if text:
             yield text
 
@@ -455,7 +510,7 @@ class Stream:
         except ProtocolError as exc:
             self._broken(str(exc), protocol=True)
         except _ServerError as exc:
-            self._broken(str(exc))
+            self._server_error(exc)
         if self._closed:
             self.generation.finish_reason = "stopped"
             self._release()
@@ -464,12 +519,24 @@ class Stream:
         if not complete:
             self._broken("the stream ended before the server said it was done")
 
+    def _server_error(self, exc: _ServerError) -> None:
+        """An error object in a 200 reply: an APIError before any text (retried only for a retryable
+        status it carries), a broken stream after."""
+        if self.generation.text:
+            self._broken(str(exc))
+        if exc.status:
+            advice = _advice(exc.status, self.client.profile)
+        else:
+            advice = "re-run the cell; if it persists, check the request and the server"
+        raise APIError(f"{exc} — {advice}", what=str(exc), status=exc.status,
+                       request_id=self.generation.request_id) from None
+
     def _broken(self, what: str, protocol: bool = False) -> None:
         gen = self.generation
         if not gen.text:
-            # nothing shown yet: a retryable failure
+            # nothing shown yet: a wrong protocol, else a retryable failure
             if protocol:
-                raise ProtocolError(what)
+                raise ProtocolError(f"{what}; {_protocol_advice(self.client.profile)}")
             raise ConnectionFailed(f"{what} — check that the server is running, then re-run", what=what)
         gen.finish_reason = "error"
         gen.error = what
@@ -485,14 +552,18 @@ class Client:
         self.cache = cache
         self.limiter = bucket_for(self.profile)
         self._session = None
-        if not self.profile.endpoint or self.profile.endpoint.startswith(EMBEDDED_PREFIX):
-            self.endpoint()  # start (and announce) the embedded server now, even if the cache answers
 
     @property
     def session(self):
         if self._session is None:
             self._session = _session()
         return self._session
+
+    def start_embedded(self) -> None:
+        """Start (and announce, once) the in-kernel server this profile uses, if any. Called for each valid
+        request, before the cache is asked, so a cached re-run shows the same notice as the first run."""
+        if not self.profile.endpoint or self.profile.endpoint.startswith(EMBEDDED_PREFIX):
+            self.endpoint()
 
     def endpoint(self) -> str:
         endpoint = self.profile.endpoint
@@ -501,10 +572,11 @@ class Client:
         return embedded_sandbox(endpoint[len(EMBEDDED_PREFIX):] if endpoint else "sandbox").url
 
     def identity(self, spec: Spec) -> dict[str, Any]:
-        """Everything that changes the answer (never the key), for the cache key."""
+        """Everything that changes the answer, for the cache key: never a key, nor credentials in the URL."""
         p = self.profile
         return {
-            "protocol": p.protocol, "endpoint": p.endpoint or EMBEDDED, "model": p.model,
+            "protocol": p.protocol, "endpoint": redact_url(p.endpoint) if p.endpoint else EMBEDDED,
+            "model": p.model,
             "system": spec.system, "messages": spec.messages, "prompt": spec.prompt,
             "params": {k: v for k, v in sorted(spec.params.items()) if v is not None},
         }
@@ -516,15 +588,20 @@ class Client:
     def describe_failure(self, exc: Exception, url: str, advice: bool = True) -> str:
         name = type(exc).__name__
         text = str(exc).lower()
+        tip = "check that the server is running"
         if "timed out" in text or "timeout" in name.lower():
             what = f"no data for {self.profile.read_timeout:g} s (read timeout)"
         elif "refused" in text:
             what = "connection refused"
+        elif any(w in text for w in ("failed to resolve", "name or service not known", "getaddrinfo failed",
+                                     "nodename nor servname", "temporary failure in name resolution")):
+            host = urlsplit(url).hostname or url
+            what, tip = f"cannot resolve host {host}", f"check the endpoint of profile {self.profile.name!r}"
         elif "prematurely" in text or "incomplete" in text or "broken" in text:
             what = "the server closed the connection mid-reply"
         else:
             what = f"connection failed ({name})"
-        tail = " — check that the server is running, then re-run" if advice else ""
+        tail = f" — {tip}, then re-run" if advice else ""
         return self.redact(f"{what} talking to {redact_url(url)}{tail}")
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
@@ -563,6 +640,7 @@ class Client:
         check_cache_mode(cache)
         spec = self.spec(prompt, system=system, messages=messages, **params)
         retries = self.profile.max_retries if max_retries is None else max_retries
+        self.start_embedded()
         return Stream(self, spec, stream=stream, max_retries=retries, cache_mode=cache, on_retry=on_retry)
 
     def generate(self, prompt: str, **kw) -> Generation:
@@ -579,7 +657,7 @@ _clients_lock = threading.Lock()
 def client_for(profile: str | Profile | None = None, **overrides) -> Client:
     """A shared Client per resolved profile (so connections and limits are shared)."""
     prof = profile if isinstance(profile, Profile) else resolve_profile(profile, **overrides)
-    key = repr(prof)
+    key = str(dataclasses.astuple(prof))  # every field as given (repr hides URL credentials)
     with _clients_lock:
         if key not in _clients:
             _clients[key] = Client(prof, cache=_default_cache(prof))

@@ -6,11 +6,13 @@ holding its key; the key itself is read at request time and never stored.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .protocols import PROTOCOLS
@@ -25,7 +27,35 @@ _SECRET_QUERY = re.compile(r"([?&](?:password|pass|passwd|key|api_key|apikey|tok
 
 def redact_url(url: str) -> str:
     """The URL without credentials (user:password@ or ?password=/token=/key= values), for outputs."""
-    return _SECRET_QUERY.sub(r"\1***", re.sub(r"//[^@/]*@", "//***@", url))
+    return _SECRET_QUERY.sub(r"\1***", re.sub(r"//[^@/?#]*@", "//***@", url))
+
+
+URL_SCHEMES = ("http", "https")
+EMBEDDED_PREFIX = "embedded:"  # endpoint "embedded:ENGINE": an in-kernel sandbox (see client.embedded_sandbox)
+ENDPOINT_EXAMPLE = "http://127.0.0.1:8000/v1/generate"
+
+
+def check_endpoint(where: str, endpoint: str) -> str:
+    """`endpoint` if it is an http(s) URL with a host (or embedded:ENGINE), else one ConfigError line."""
+    if endpoint.startswith(EMBEDDED_PREFIX):
+        return endpoint
+    problem = None
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme.lower() not in URL_SCHEMES:
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host"
+        elif any(c.isspace() for c in endpoint):
+            problem = "it contains spaces"
+    if problem:
+        raise ConfigError(f"{where}: endpoint {redact_url(endpoint)!r} is not a URL ({problem}): "
+                          f"write e.g. {ENDPOINT_EXAMPLE!r}")
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -53,17 +83,28 @@ class Profile:
 
     def api_key(self) -> str | None:
         """The key from the environment (never cached on the object)."""
-        for name in self.key_envs():
-            value = os.environ.get(name)
-            if value:
-                return value.strip()
-        return None
+        return self.key_source()[1]
 
     def key_status(self) -> str:
         for name in self.key_envs():
             if os.environ.get(name):
                 return f"set (from ${name})"
         return f"unset (looked in ${', $'.join(self.key_envs())})"
+
+    def key_source(self) -> tuple[str | None, str | None]:
+        """(env var name, key) of the key in use, (None, None) when unset."""
+        for name in self.key_envs():
+            value = os.environ.get(name)
+            if value:
+                return name, value.strip()
+        return None, None
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("endpoint", "cache_url"):
+            if shown[name]:
+                shown[name] = redact_url(shown[name])
+        return f"Profile({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def summary(self) -> dict[str, Any]:
         info = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
@@ -87,6 +128,8 @@ _FIELD_TYPES = {"endpoint": str, "protocol": str, "model": str, "key_env": str, 
                 "connect_timeout": float, "read_timeout": float, "defaults": dict, "description": str,
                 "cache_url": str}
 _OPTIONAL = {"endpoint", "model", "key_env", "cache_url"}
+_POSITIVE = {"max_tokens_cap", "context_window", "connect_timeout", "read_timeout"}
+_NOT_NEGATIVE = {"qps", "price_per_1m", "max_retries"}
 
 
 def _parse_toml(path: Path) -> dict:
@@ -125,30 +168,49 @@ def profile_from_dict(name: str, data: dict) -> Profile:
 
 
 def _typed(profile: str, field: str, value):
-    """A profile setting converted to its field's type, or one ConfigError line."""
+    """A profile setting converted to its field's type and checked, or one ConfigError line."""
     kind = _FIELD_TYPES[field]
     if value is None and field in _OPTIONAL:
         return None
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind in (str, dict) and isinstance(value, kind):
-        return value
-    what = {float: "a number", int: "an integer", str: "a string", dict: "a table"}[kind]
-    raise ConfigError(f"profile {profile!r}: {field} must be {what}, got {value!r}")
+        value = float(value)
+    elif not (kind is int and isinstance(value, int) and not isinstance(value, bool)
+              or kind in (str, dict) and isinstance(value, kind)):
+        what = {float: "a number", int: "an integer", str: "a string", dict: "a table"}[kind]
+        raise ConfigError(f"profile {profile!r}: {field} must be {what}, got {value!r}")
+    if field in _POSITIVE and not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"profile {profile!r}: {field} must be above 0, got {value!r}")
+    if field in _NOT_NEGATIVE and not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"profile {profile!r}: {field} must be 0 or more, got {value!r}")
+    if field == "endpoint":
+        check_endpoint(f"profile {profile!r}", value)
+    return value
 
 
 def _env_profile() -> Profile | None:
-    endpoint = os.environ.get("NB_MODEL_ENDPOINT")
+    endpoint = (os.environ.get("NB_MODEL_ENDPOINT") or "").strip()
     if not endpoint:
         return None
+    check_endpoint("$NB_MODEL_ENDPOINT", endpoint)
     protocol = os.environ.get("NB_MODEL_PROTOCOL", "seed")
     return profile_from_dict("env", {
         "endpoint": endpoint, "protocol": protocol, "model": os.environ.get("NB_MODEL_MODEL"),
         "price_per_1m": SEED_PRICE_PER_1M if protocol == "seed" else 0.0,
         "description": "from NB_MODEL_ENDPOINT / NB_MODEL_PROTOCOL / NB_MODEL_MODEL",
     })
+
+
+def ignored_env_note() -> str:
+    """' (NB_MODEL_MODEL is set but NB_MODEL_ENDPOINT is not: it is ignored)' or "", for fallback notices."""
+    if (os.environ.get("NB_MODEL_ENDPOINT") or "").strip():
+        return ""
+    names = [n for n in ("NB_MODEL_MODEL", "NB_MODEL_PROTOCOL", *KEY_ENVS) if os.environ.get(n)]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f" ({names[0]} is set but NB_MODEL_ENDPOINT is not: it is ignored)"
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    return f" ({listed} are set but NB_MODEL_ENDPOINT is not: they are ignored)"
 
 
 _session_profiles: dict[str, Profile] = {}
@@ -234,7 +296,7 @@ def resolve_profile(name: str | None = None, **overrides) -> Profile:
         raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
                           f"(define more in {profiles_path() or 'nb_model.toml'})")
     profile = profiles[name]
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: _typed(name, k, v) if k in _FIELD_TYPES else v for k, v in overrides.items() if v is not None}
     return replace(profile, **overrides) if overrides else profile
 
 

@@ -22,6 +22,7 @@ class Chunk:
     usage: dict | None = None
     model: str | None = None
     error: str | None = None
+    error_status: int | None = None  # an HTTP status the error object carries (code/status), if any
     done: bool = False  # the server said the reply is complete
 
 
@@ -43,9 +44,21 @@ def _token_count(value):
     return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else None
 
 
-def error_chunk(err) -> Chunk:
-    """The `error` member of a reply (an object with a message, or anything) as an error Chunk."""
-    return Chunk(error=clean_text(str(err.get("message", err)) if isinstance(err, dict) else str(err)))
+def _status(value) -> int | None:
+    """An HTTP error status (400-599) given as an int or digits, else None."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if type(value) is int and 400 <= value <= 599 else None
+
+
+def error_chunk(err, reply=None) -> Chunk:
+    """The `error` member of a reply (an object with a message, or anything) as an error Chunk, with the
+    status code the error (or the reply around it) carries, if any."""
+    places = [err if isinstance(err, dict) else {}, reply if isinstance(reply, dict) else {}]
+    status = next((s for place in places for k in ("code", "status", "status_code")
+                   if (s := _status(place.get(k))) is not None), None)
+    return Chunk(error=clean_text(str(err.get("message", err)) if isinstance(err, dict) else str(err)),
+                 error_status=status)
 
 
 def checked(chunk: Chunk) -> Chunk:

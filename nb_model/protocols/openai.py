@@ -61,7 +61,7 @@ class Adapter:
         if not isinstance(obj, dict):
             raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
         if obj.get("error"):
-            return error_chunk(obj["error"])
+            return error_chunk(obj["error"], obj)
         choices = obj.get("choices")
         if not isinstance(choices, list):
             raise ProtocolError('reply has no "choices" list')

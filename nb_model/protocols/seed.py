@@ -29,7 +29,7 @@ def _chunk(obj, *, whole: bool) -> Chunk:
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("error"):
-        return error_chunk(obj["error"])
+        return error_chunk(obj["error"], obj)
     text = obj.get("output" if whole else "text", "")
     if text is None:
         text = ""
@@ -41,6 +41,8 @@ def _chunk(obj, *, whole: bool) -> Chunk:
 
 
 def parse_reply(obj) -> Chunk:
+    if isinstance(obj, dict) and obj.get("error") and "output" not in obj:
+        return error_chunk(obj["error"], obj)
     if not isinstance(obj, dict) or "output" not in obj:
         raise ProtocolError('reply has no "output" field')
     chunk = _chunk(obj, whole=True)

@@ -3,6 +3,7 @@ and the Redis-shared rate limiter across real processes and a real redis-server.
 import _thread
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -161,6 +162,46 @@ def test_over_magic_runs_template_per_item_with_compact_summary(shell, sandbox, 
     res, cap = run(shell, "%%generate --over level\n{item}")
     assert not res.success and "list or a pandas Series" in cap.stderr
     assert run(shell, "1 + 1")[0].result == 2
+
+
+def test_over_an_empty_list_is_one_line_and_sends_nothing(shell, sandbox, use_endpoint):
+    pd = pytest.importorskip("pandas")
+    use_endpoint(sandbox)
+    shell.user_ns.update(empty=[], empty_series=pd.Series([], dtype=object))
+    for name in ("empty", "empty_series"):
+        res, cap = run(shell, f"%%generate --over {name}\nExplain {{item}}.")
+        assert not res.success and cap.stdout == ""
+        assert cap.stderr == f"UsageError: --over {name}: the list is empty, nothing to generate; " \
+                             "put prompts or items in it\n"
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_progress_bar_in_a_kernel_ends_as_the_final_text(sandbox, tmp_path):
+    """A widget's state is not saved with the notebook, only its output's text/plain: the bar's display
+    is updated at the end so a saved notebook reads 100%, not the 0% of its first display."""
+    from jupyter_client.manager import start_new_kernel
+    env = {**os.environ, "NB_MODEL_ENDPOINT": sandbox.url,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        msgs = []
+        code = "import nb_model\nr = nb_model.generate_many([f'question {i}' for i in range(6)], max_tokens=5)"
+        reply = kc.execute_interactive(code, timeout=60, output_hook=msgs.append)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    widget = "application/vnd.jupyter.widget-view+json"
+    shown = [m["content"] for m in msgs if m["msg_type"] == "display_data"]
+    updated = [m["content"] for m in msgs if m["msg_type"] == "update_display_data"]
+    assert len(shown) == 1 and len(updated) == 1, [m["msg_type"] for m in msgs]
+    first, last = shown[0], updated[0]
+    assert first["transient"]["display_id"] == last["transient"]["display_id"]
+    assert first["data"][widget]["model_id"] == last["data"][widget]["model_id"]
+    assert first["data"]["text/plain"].startswith("generate_many:   0%")
+    assert re.fullmatch(r"generate_many: 100%\|█+\| 6/6 \[\d\d:\d\d<00:00, +[\d.]+prompt/s, errors=0\]",
+                        last["data"]["text/plain"]), last["data"]["text/plain"]
+    assert not [m for m in msgs if m["msg_type"] == "stream"]  # no text bar besides the widget
 
 
 # -- split_text ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The client core over real HTTP against the sandbox server, both protocols."""
+import math
 import threading
 import time
 
@@ -7,7 +8,7 @@ import pytest
 import nb_model
 from nb_model.client import Client, backoff_delay
 from nb_model.config import resolve_profile
-from nb_model.errors import APIError, ConfigError, ConnectionFailed, Interrupted
+from nb_model.errors import APIError, ConfigError, ConnectionFailed, Interrupted, ProtocolError
 
 PROTOCOLS = ["seed", "openai", "openai-completions"]
 
@@ -206,3 +207,147 @@ def test_close_while_waiting_for_the_first_byte(sandbox):
     assert time.perf_counter() - t < 1.0
     assert s.generation.finish_reason == "stopped"
     assert c.generate("hello again", max_tokens=5).text  # the pool still works afterwards
+
+
+# -- settings that can never work: one ConfigError line, nothing sent, no retry ---------------------------
+@pytest.mark.parametrize("endpoint", ["localhost:8000", "not a url", "ftp://example.com/v1", "http://", "http://h:99x"])
+def test_endpoint_that_is_not_an_http_url_is_refused_where_it_is_set(endpoint, monkeypatch, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        nb_model.add_profile("bad", endpoint=endpoint)
+    line = str(info.value)
+    assert line.startswith("profile 'bad': endpoint") and "http://127.0.0.1:8000/v1/generate" in line
+    assert "\n" not in line
+    (tmp_path / "nb_model.toml").write_text(f'[profiles.file]\nendpoint = "{endpoint}"\n')
+    with pytest.raises(ConfigError, match="profile 'file': endpoint"):
+        nb_model.generate("hi", profile="file")
+    (tmp_path / "nb_model.toml").unlink()
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", endpoint)
+    with pytest.raises(ConfigError, match=r"^\$NB_MODEL_ENDPOINT: endpoint .* is not a URL"):
+        nb_model.generate("hi")
+
+
+def test_endpoint_credentials_stay_out_of_the_endpoint_error():
+    with pytest.raises(ConfigError) as info:
+        nb_model.add_profile("bad", endpoint="localhost:8000?api_key=SECRET123")
+    assert "SECRET123" not in str(info.value)
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:8000", "not a url", "http:///v1"])
+def test_a_bad_url_reaching_the_client_is_a_setting_error_not_retried(endpoint):
+    from nb_model.config import Profile
+    retries = []
+    t = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        Client(Profile("raw", endpoint)).generate("hi", on_retry=retries.append)
+    assert time.perf_counter() - t < 0.5 and retries == []
+    line = str(info.value)
+    assert "profile 'raw': endpoint" in line and "valid http(s) URL" in line and "server is running" not in line
+
+
+def test_unknown_host_is_named():
+    prof = resolve_profile("sandbox", endpoint="http://no-such-host.invalid:8000", max_retries=0)
+    with pytest.raises(ConnectionFailed) as info:
+        Client(prof).generate("hi")
+    line = str(info.value)
+    assert "cannot resolve host no-such-host.invalid" in line and "check the endpoint of profile 'sandbox'" in line
+    assert "server is running" not in line
+
+
+@pytest.mark.parametrize("key", ["sk-abc\ndef", "sk-clé-1234", "sk-abc def", "sk-abc\tdef"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_unseen(keyed_sandbox, monkeypatch, key):
+    monkeypatch.setenv("MODEL_API_KEY", key)
+    retries = []
+    with pytest.raises(ConfigError) as info:
+        client(keyed_sandbox).generate("hi", max_tokens=5, on_retry=retries.append)
+    line = str(info.value)
+    assert line == "the key in $MODEL_API_KEY contains characters not allowed in an HTTP header: set it again"
+    assert retries == [] and keyed_sandbox.stats()["requests"] == 0
+    monkeypatch.setenv("MY_KEY", "  sk-test-" + "k" * 24 + "\n")  # spaces around it are trimmed: fine
+    assert client(keyed_sandbox, key_env="MY_KEY").generate("hi", max_tokens=5).text
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("read_timeout", -1, "read_timeout must be above 0, got -1"),
+    ("connect_timeout", 0, "connect_timeout must be above 0"),
+    ("max_tokens_cap", 0, "max_tokens_cap must be above 0, got 0"),
+    ("context_window", -5, "context_window must be above 0"),
+    ("qps", -1, "qps must be 0 or more, got -1"),
+    ("qps", float("nan"), "qps must be 0 or more"),
+    ("max_retries", -1, "max_retries must be 0 or more, got -1"),
+    ("price_per_1m", -0.5, "price_per_1m must be 0 or more"),
+])
+def test_profile_numbers_out_of_range_are_refused_at_load(setting, value, words, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        nb_model.add_profile("odd", endpoint="http://127.0.0.1:9", **{setting: value})
+    assert str(info.value).startswith("profile 'odd': " + words) and "\n" not in str(info.value)
+    if not math.isnan(value):  # TOML spells NaN differently
+        (tmp_path / "nb_model.toml").write_text(f'[profiles.odd]\nendpoint = "http://127.0.0.1:9"\n{setting} = {value}\n')
+        with pytest.raises(ConfigError, match="profile 'odd': " + words.split(",")[0]):
+            nb_model.generate("hi", profile="odd")
+    with pytest.raises(ConfigError, match=words.split(",")[0]):
+        resolve_profile("sandbox", **{setting: value})
+    nb_model.add_profile("free", endpoint="http://127.0.0.1:9", qps=0, max_retries=0, price_per_1m=0)
+
+
+# -- protocol mismatch and error objects inside a 200 reply ----------------------------------------
+SSE_REPLY = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+
+
+def test_seed_profile_reading_an_sse_stream_says_to_check_the_protocol(scripted_server):
+    scripted_server.replies = [(200, {"Content-Type": "text/event-stream"}, SSE_REPLY)]
+    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url))
+    with pytest.raises(ProtocolError) as info:
+        c.stream("hi").text()
+    line = str(info.value)
+    assert "malformed JSON line" in line and \
+        "check that profile 'sandbox' uses the right protocol (seed | openai | openai-completions)" in line
+    assert scripted_server.requests == 1
+    scripted_server.replies = [(200, {}, b'{"choices": [{"message": {"content": "hi"}}]}')]
+    with pytest.raises(ProtocolError, match=r"no \"output\" field; check that profile 'sandbox' uses the right "
+                                            r"protocol \(seed \| openai"):
+        c.generate("hi")
+
+
+@pytest.mark.parametrize("protocol, line", [
+    ("seed", b'{"error": {"message": "model overloaded"}}\n'),
+    ("openai", b'data: {"error": {"message": "model overloaded", "code": 400}}\n\n'),
+])
+def test_error_object_before_text_is_the_servers_message_not_retried(scripted_server, protocol, line):
+    scripted_server.replies = [(200, {"Content-Type": "text/event-stream"}, line)]
+    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url, protocol=protocol, max_retries=2))
+    with pytest.raises(APIError) as info:
+        c.stream("hi").text()
+    assert type(info.value) is APIError and "model overloaded" in str(info.value)
+    assert "server is running" not in str(info.value) and "attempts" not in str(info.value)
+    assert scripted_server.requests == 1
+    scripted_server.replies = [(200, {}, b'{"error": "model overloaded"}')]  # the same in a whole reply
+    with pytest.raises(APIError, match="model overloaded"):
+        c.generate("hi")
+    assert scripted_server.requests == 2
+
+
+def test_error_object_with_a_retryable_status_is_retried(scripted_server):
+    scripted_server.replies = [(200, {}, b'{"error": {"message": "busy, try again", "code": 503}}\n'),
+                               (200, {}, b'{"text": "fine now"}\n{"text": "", "finish_reason": "stop"}\n')]
+    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url, max_retries=1))
+    retries = []
+    assert c.stream("hi", on_retry=retries.append).text() == "fine now"
+    assert scripted_server.requests == 2 and "busy, try again" in retries[0]
+
+
+# -- leaving a stream early -------------------------------------------------------------------------------
+def test_leaving_the_loop_early_stops_the_stream_and_says_so(sandbox):
+    s = client(sandbox).stream("write a long essay", max_tokens=200)
+    for piece in s:
+        break
+    gen = s.generation
+    assert piece and gen.text == piece and gen.finish_reason == "stopped"
+    assert gen.latency_s is not None and gen.usage.completion_tokens > 0 and s._response is None
+    with pytest.raises(Interrupted, match="stopped early .* partial text is in .generation.text") as info:
+        list(s)
+    assert info.value.partial is gen
+    with pytest.raises(Interrupted):
+        s.text()
+    whole = client(sandbox).stream("write a long essay", max_tokens=20)
+    text = whole.text()
+    assert list(whole) == [text] and whole.text() == text  # a finished answer replays whole

@@ -1,6 +1,8 @@
 """Secrets stay out of every output; bad settings and awkward moments end in one line, not a traceback."""
 import threading
 
+import pytest
+
 import nb_model
 from conftest import notices, run, shown
 
@@ -123,3 +125,96 @@ def test_sqlite_store_survives_values_it_cannot_hold(tmp_path):
     store.record({"time": 3.0, "text": "fine", "completion_tokens": 3})
     assert [r["text"] for r in store.history()] == ["fine"]
     store.close()
+
+
+@pytest.fixture
+def new_kernel(monkeypatch):
+    """As in a kernel that has not started its embedded sandbox yet (servers the test starts are stopped)."""
+    from nb_model import client as client_mod
+    started: dict = {}
+    monkeypatch.setattr(client_mod, "_embedded", started)
+    yield started
+    for server in list(started.values()):
+        server.stop()
+
+
+def test_embedded_sandbox_starts_with_the_first_valid_request(shell, new_kernel):
+    res, cap = run(shell, "%%generate -t 3\nhello")
+    assert not res.success and notices(cap) == [] and new_kernel == {}  # one error line, nothing started
+    assert cap.stderr.strip() == "UsageError: temperature must be between 0 and 2, got 3.0"
+    res, cap = run(shell, "%%generate --max-tokens 3\nhello")
+    assert res.success and len(notices(cap)) == 1 and "using the embedded sandbox" in notices(cap)[0]
+    assert not notices(run(shell, "%%generate --max-tokens 3\nhello again")[1])
+
+
+def test_embedded_sandbox_starts_once_for_concurrent_first_requests(new_kernel):
+    from nb_model import client as client_mod
+    said, previous = [], client_mod._notice_handler
+    client_mod.set_notice_handler(said.append)
+    try:
+        start = threading.Barrier(6)
+        results = []
+
+        def one(n):
+            start.wait()
+            results.append(nb_model.generate(f"hello {n}", max_tokens=3))
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(results) == 6 and all(g.text.startswith("[sandbox]") for g in results)
+        assert len(said) == 1 and len(new_kernel) == 1
+        new_kernel.pop("sandbox").stop()
+        said.clear()
+        assert all(nb_model.generate_many(["a", "b", "c", "d"], max_workers=4, max_tokens=3, progress=False))
+        assert len(said) == 1 and len(new_kernel) == 1
+    finally:
+        client_mod.set_notice_handler(previous)
+
+
+def test_a_cached_answer_in_a_new_kernel_shows_the_same_notice(shell, new_kernel, monkeypatch, tmp_path):
+    """nbval re-runs the tutorials on a warm cache: their outputs must not depend on it."""
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    cold = notices(run(shell, "%%generate --max-tokens 3 -o g\nhello")[1])
+    assert not shell.user_ns["g"].cached
+    new_kernel.pop("sandbox").stop()
+    warm = notices(run(shell, "%%generate --max-tokens 3 -o g\nhello")[1])
+    assert shell.user_ns["g"].cached and len(cold) == len(warm) == 1
+
+
+def test_fallback_notice_says_which_settings_are_ignored(shell, new_kernel, monkeypatch):
+    from nb_model.config import ignored_env_note
+    monkeypatch.setenv("NB_MODEL_MODEL", "gpt-4o")
+    monkeypatch.setenv("MODEL_API_KEY", SECRET)
+    res, cap = run(shell, "%%generate --max-tokens 3\nhello")
+    assert res.success and len(notices(cap)) == 1
+    assert notices(cap)[0].endswith(
+        "(NB_MODEL_MODEL and MODEL_API_KEY are set but NB_MODEL_ENDPOINT is not: they are ignored)")
+    assert SECRET not in text_of(cap)
+    monkeypatch.delenv("MODEL_API_KEY")
+    monkeypatch.delenv("NB_MODEL_MODEL")
+    monkeypatch.setenv("NB_MODEL_PROTOCOL", "openai")
+    assert ignored_env_note() == " (NB_MODEL_PROTOCOL is set but NB_MODEL_ENDPOINT is not: it is ignored)"
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", "http://127.0.0.1:9")
+    assert ignored_env_note() == ""
+
+
+def test_endpoint_credentials_stay_out_of_repr_and_cache(sandbox, monkeypatch, tmp_path):
+    from nb_model.cache.keys import cache_key
+    from nb_model.client import Client, client_for
+    from nb_model.config import Profile
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    url = sandbox.url.replace("http://", f"http://user:{SECRET}@")
+    prof = nb_model.add_profile("creds", endpoint=url)
+    assert SECRET not in repr(prof) and "'http://***@127.0.0.1:" in repr(prof)
+    assert not nb_model.generate("hello", profile="creds", max_tokens=5).cached
+    assert nb_model.generate("hello", profile="creds", max_tokens=5).cached
+    assert client_for(prof) is not client_for(Profile("creds", url.replace(SECRET, "other")))  # repr alike
+    for path in tmp_path.glob("cache.sqlite*"):
+        assert SECRET.encode() not in path.read_bytes()
+    # a URL without credentials keeps the cache key it always had (existing caches stay valid)
+    c = Client(Profile("k", "http://127.0.0.1:8000/v1/generate", "openai", "m1"))
+    key = cache_key(c.identity(c.spec("hello", max_tokens=5, temperature=0.2)))
+    assert key == "230069dbb2df8b4f219ee7c7250de29ebfcee0185e44700f24f886f5cea28178"

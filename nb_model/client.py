@@ -319,7 +319,7 @@ class Stream:
             raise
         self._finish(start, self.generation.finish_reason or "stop")
         if cache is not None and self.generation.finish_reason not in INCOMPLETE:
-            cache.store(identity, self.generation)
+            cache.store(identity, self.generation, refreshed=self.cache_mode == "refresh")
         self._record(identity)
 
     def _record(self, identity: dict) -> None:

@@ -86,9 +86,9 @@ class Profile:
         return self.key_source()[1]
 
     def key_status(self) -> str:
-        for name in self.key_envs():
-            if os.environ.get(name):
-                return f"set (from ${name})"
+        name, _ = self.key_source()
+        if name:
+            return f"set (from ${name})"
         return f"unset (looked in ${', $'.join(self.key_envs())})"
 
     def key_source(self) -> tuple[str | None, str | None]:
@@ -223,12 +223,19 @@ def add_profile(name: str, **settings) -> Profile:
     return profile
 
 
+_env_error: ConfigError | None = None  # why $NB_MODEL_ENDPOINT & co. make no profile (set by load_profiles)
+
+
 def load_profiles() -> tuple[dict[str, Profile], str | None]:
     """All profiles (built-in, env, relay, file, added this session) and the file's `default`, if any."""
     profiles = dict(BUILTIN)
     extra = _extra_profiles()
     profiles.update(extra)
-    env = _env_profile()
+    global _env_error
+    try:
+        env, _env_error = _env_profile(), None
+    except ConfigError as exc:  # raised when the env profile is wanted (resolve_profile), not for every profile
+        env, _env_error = None, exc
     if env:
         profiles["env"] = env
     default = None
@@ -291,7 +298,10 @@ def set_session_profile(name: str | None) -> None:
 
 def resolve_profile(name: str | None = None, **overrides) -> Profile:
     profiles, file_default = load_profiles()
-    name = name or _session_profile or default_profile_name(profiles, file_default)
+    chosen = name or _session_profile or os.environ.get("NB_MODEL_PROFILE") or file_default
+    if _env_error is not None and chosen in (None, "env"):  # a broken $NB_MODEL_ENDPOINT was meant to be used
+        raise _env_error
+    name = chosen or default_profile_name(profiles, file_default)
     if name not in profiles:
         raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
                           f"(define more in {profiles_path() or 'nb_model.toml'})")

@@ -21,7 +21,6 @@ import sys
 import time
 
 FORMATS = ("text", "markdown", "code", "json", "html")
-MAX_UPDATES_PER_S = 20  # live widgets (the panel) refresh at most this often
 PREVIEW_INTERVAL = 0.5  # s between updates of a rich preview while text arrives
 SLICE_CHARS = 384  # a preview slice ends at the first line end past this many characters
 

@@ -142,8 +142,9 @@ _buckets_lock = threading.Lock()
 
 
 def bucket_for(profile) -> TokenBucket | RedisBucket:
-    """The process-wide bucket of a profile (one per name and rate), in Redis when one is configured
-    and the endpoint is a real server (the embedded sandbox belongs to this kernel alone)."""
+    """The process-wide bucket of a profile: in this process one per name and rate; in Redis, when one
+    is configured and the endpoint is a real server, one per endpoint and key (the embedded sandbox
+    belongs to this kernel alone)."""
     name, qps, endpoint = profile.name, float(profile.qps), profile.endpoint
     url = shared_limit_url(profile.cache_url) if endpoint and not endpoint.startswith("embedded:") else None
     with _buckets_lock:

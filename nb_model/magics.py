@@ -44,10 +44,16 @@ class NbModel(Magics):
                              help="Default output format.").tag(config=True)
     stream = Bool(True, help="Stream text as it arrives.").tag(config=True)
 
+    def __init__(self, shell=None, **kwargs) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._loaded = True  # from now on %config values are checked (a config file's are not: see below)
+
     @validate("profile")
     def _known_profile(self, proposal) -> str | None:
+        """Refuse an unknown profile set with %config. A value from a config file is taken as is, at load:
+        it may name a profile that exists only later (relay:…), and a bad one is reported by each cell."""
         from .config import resolve_profile
-        if proposal.value:
+        if proposal.value and self.__dict__.get("_loaded"):
             try:
                 resolve_profile(proposal.value)
             except ConfigError as exc:

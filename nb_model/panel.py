@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compare import Job, error_html, one_line, parse_compare, run_jobs, start_jobs, stats_html, text_html
-from .display import MAX_UPDATES_PER_S
 from .errors import ConfigError
+
+MAX_UPDATES_PER_S = 20  # the panel's live widgets refresh at most this often
 
 LANGUAGES = ["en", "fr", "de", "es"]
 BYTES_PER_S = 50_000  # long texts update less often: each update re-sends the whole value

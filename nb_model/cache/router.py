@@ -24,7 +24,6 @@ SESSION_ID = f"{os.getpid()}-{int(time.time())}"
 
 _lock = threading.Lock()
 _stores: dict[tuple, object] = {}
-_missed = threading.local()  # .key: the key this thread's last lookup missed (a stream runs in one thread)
 
 
 def _said_clear() -> None:
@@ -165,23 +164,19 @@ class CacheRouter:
         key = cache_key(identity)
         gen = store.lookup(key)
         session.count(hit=gen is not None)
-        _missed.key = None if gen is not None else key
         return gen
 
-    def store(self, identity: dict, gen) -> None:
-        """Keep a finished generation; one that no lookup missed first (`--refresh`) counts as a miss."""
+    def store(self, identity: dict, gen, *, refreshed: bool = False) -> None:
+        """Keep a finished generation; a `--refresh` (no lookup before it) counts as a miss here."""
         store = self.entries_store()
         if store is None:
             return
-        key = cache_key(identity)
-        if getattr(_missed, "key", None) != key:
+        if refreshed:
             session.count(hit=False)
-        _missed.key = None
-        store.store(key, gen, prompt_head(identity))
+        store.store(cache_key(identity), gen, prompt_head(identity))
 
     def record(self, identity: dict, gen) -> None:
         """History hook: called by the client core once per finished generation (hits and errors too)."""
-        _missed.key = None
         row = history_row(identity, gen)
         session.add(row)
         local = local_store()

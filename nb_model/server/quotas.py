@@ -171,6 +171,14 @@ class Quotas:
         else count the request and reserve the tokens (give the result to `settle` when it is done)."""
         now = time.time() if now is None else now
         day, limit = utc_day(now), self.tokens_per_day
+        if self.qps > 0:  # the rate first, so a refused request never holds tokens others could see
+            interval = 1.0 / self.qps
+            burst = max(1.0, self.qps)
+            wait = self.store.take(user, interval, (burst - 1) * interval, now)
+            if wait > 0:
+                raise QuotaExceeded(
+                    f"rate limit: user {user!r} may send {self.qps:g} requests per second; "
+                    f"retry in {max(wait, 0.001):.2f} s", wait)
         held = 0
         if limit > 0:
             ok, used = self.store.reserve(user, day, max(reserve, 0), limit)
@@ -183,16 +191,6 @@ class Quotas:
                                     f"and this request may take {reserve} more (prompt + max_tokens): lower "
                                     f"max_tokens, or wait for the reset in {wait / 3600:.1f} h", wait)
             held = max(reserve, 0)
-        if self.qps > 0:
-            interval = 1.0 / self.qps
-            burst = max(1.0, self.qps)
-            wait = self.store.take(user, interval, (burst - 1) * interval, now)
-            if wait > 0:
-                if held:
-                    self.store.add(user, day, -held)
-                raise QuotaExceeded(
-                    f"rate limit: user {user!r} may send {self.qps:g} requests per second; "
-                    f"retry in {max(wait, 0.001):.2f} s", wait)
         return Reservation(user, day, held)
 
     def settle(self, reservation: Reservation, tokens: int) -> None:

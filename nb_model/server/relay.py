@@ -146,7 +146,7 @@ def parse_profile(name: str, data: Any) -> RelayProfile:
     if not isinstance(name, str) or not NAME.match(name):
         raise ConfigError(f"{where}: a profile name uses letters, digits, '_', '.', '-' only")
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a dict with endpoint, protocol, model, key_env")
+        raise ConfigError(f"{where} must be a dict with endpoint, protocol, model and key_env, key_file or key")
     if "api_key" in data:
         raise ConfigError(f"{where}: api_key is not a setting; name the key's variable with key_env, "
                           "its file with key_file, or (server config only) set key")
@@ -194,7 +194,7 @@ def _environ_block_offsets(names: set[str]) -> tuple[int, list[tuple[int, int]]]
 def scrub_environ_block(names: set[str]) -> int:
     """Overwrite the values of `names` in this process's original environment block (Linux), so
     ``/proc/<pid>/environ`` no longer shows them; returns how many were overwritten. Raises OSError."""
-    if not names:
+    if not names or not os.path.exists("/proc/self/environ"):  # no /proc (macOS): nothing to read there either
         return 0
     try:
         env_start, spots = _environ_block_offsets(names)

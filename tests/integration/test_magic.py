@@ -141,6 +141,22 @@ def test_unknown_session_profile_is_refused_in_one_line(shell, sandbox, use_endp
     assert res.success and shell.user_ns["g"].profile == "env"
 
 
+def test_profile_from_a_config_file_is_taken_at_load(shell, sandbox, use_endpoint):
+    """A config file may name a profile that exists only later (relay:…): loading never fails on it."""
+    from traitlets.config import Config
+    from nb_model.config import set_session_profile
+    from nb_model.magics import NbModel
+    use_endpoint(sandbox)
+    config = Config()
+    config.NbModel.profile = "relay:later"
+    try:
+        assert NbModel(shell=shell, config=config).profile == "relay:later"
+        res, cap = run(shell, "%%generate --max-tokens 3\nhello")
+        assert type(res.error_in_exec).__name__ == "UsageError" and "unknown profile 'relay:later'" in cap.stderr
+    finally:
+        set_session_profile(None)
+
+
 def test_help_lists_options(shell):
     doc = shell.find_cell_magic("generate").__doc__
     for opt in ("--max-tokens", "--temperature", "--top-p", "--top-k", "--language", "--system", "--format",

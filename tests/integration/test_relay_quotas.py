@@ -88,7 +88,7 @@ def test_reservations_keep_concurrent_requests_under_the_daily_limit(open_store,
         reopened.admit(user + "-big", now=NOON, reserve=101)  # never fits: refused outright
 
 
-def test_a_request_refused_by_the_rate_releases_its_reservation(open_store, user):
+def test_a_request_refused_by_the_rate_holds_no_tokens(open_store, user):
     quotas = Quotas(open_store(), qps=1, tokens_per_day=100)
     quotas.admit(user, now=NOON, reserve=30)
     with pytest.raises(QuotaExceeded, match="requests per second"):

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable
 
+from .config import EMBEDDED_PREFIX
+
 # GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it.
 # KEYS[1] = schedule key; ARGV = interval between requests (s), burst (requests).
 _RESERVE_LUA = """
@@ -146,7 +148,7 @@ def bucket_for(profile) -> TokenBucket | RedisBucket:
     is configured and the endpoint is a real server, one per endpoint and key (the embedded sandbox
     belongs to this kernel alone)."""
     name, qps, endpoint = profile.name, float(profile.qps), profile.endpoint
-    url = shared_limit_url(profile.cache_url) if endpoint and not endpoint.startswith("embedded:") else None
+    url = shared_limit_url(profile.cache_url) if endpoint and not endpoint.startswith(EMBEDDED_PREFIX) else None
     with _buckets_lock:
         local = _buckets.setdefault((name, qps, None), TokenBucket(qps, burst=min(qps, 2.0) if qps else 1.0))
         if url is None:

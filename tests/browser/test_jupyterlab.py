@@ -22,7 +22,7 @@ CHROMIUM = os.environ.get("NB_MODEL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CELLS = [
-    "%load_ext nb_model",
+    "%load_ext nb_model\nimport nb_model\nnb_model.sandbox_server().token_rate = 60  # slow enough to watch text grow",
     "%%generate --max-tokens 40\nDescribe a lighthouse keeper's evening",
     "%generate panel",
 ]
@@ -105,6 +105,12 @@ def test_generate_cell_and_panel_in_jupyterlab(jupyterlab):
 
             panel.locator(".nb-model-prompt textarea").fill("Describe the harbour at night")
             panel.locator("button", has_text="Generate").click()
+            status, growing = panel.locator(".nb-model-status"), panel.locator(".nb-model-output").first
+            lengths = []  # the text as the page shows it, sampled while the answer streams in
+            while "finish:" not in status.inner_text():
+                lengths.append(len(growing.inner_text()))
+                page.wait_for_timeout(50)
+            assert len({n for n in lengths if n}) >= 3, lengths  # it grew step by step, not all at once
             output = panel.locator(".nb-model-output").filter(has_text="[sandbox]")
             expect(output).to_be_visible()
             expect(panel.locator(".nb-model-status")).to_contain_text("finish:")

@@ -142,6 +142,17 @@ def notices(cap) -> list[str]:
     return [t for t in shown(cap) if t.startswith("nb_model:")]
 
 
+def run_interrupted(shell, cell: str, after: float = 0.8):
+    """`run` a cell with a Ctrl-C (SIGINT to the main thread) `after` seconds in: (result, capture, seconds)."""
+    import _thread
+    import threading
+    import time
+    threading.Timer(after, _thread.interrupt_main).start()
+    t = time.perf_counter()
+    res, cap = run(shell, cell)
+    return res, cap, time.perf_counter() - t
+
+
 def missing_part(reason: str) -> None:
     """Skip a test whose real part is absent here, but fail where everything must run: in CI (env CI)
     and under scripts/test.sh (env NB_MODEL_STRICT), which installs every part first."""

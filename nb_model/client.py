@@ -24,6 +24,7 @@ from .errors import (APIError, ConfigError, ConnectionFailed, Interrupted, NbMod
 from .limits import bucket_for, wait_interruptibly
 from .protocols import Chunk, Spec
 from .results import Generation, Usage
+from .tokens import estimate_tokens
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
@@ -103,11 +104,6 @@ def embedded_sandbox(engine: str = "sandbox"):
                        f"loading the model (first answer after a few seconds){ignored_env_note()}")
             _embedded[engine] = server
         return server
-
-
-def estimate_tokens(text: str) -> int:
-    """A conservative token estimate (about 4 characters per token)."""
-    return max(len(text) // 4, len(text.split())) if text else 0
 
 
 def backoff_delay(attempt: int, headers: dict | None = None) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from .. import protocols
-from ..client import estimate_tokens
+from ..tokens import estimate_tokens
 from ..errors import ProtocolError
 
 WHOLE_LIMIT = 4 << 20  # bytes of a non-streamed reply kept for counting

@@ -41,7 +41,7 @@ from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .. import protocols
-from ..client import estimate_tokens
+from ..tokens import estimate_tokens
 from ..errors import ConfigError
 from ..relay_env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
 from .metering import prompt_text

@@ -18,12 +18,11 @@ says it is emulated.
 from __future__ import annotations
 
 import inspect
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from .schema import function_schema
+from .schema import function_schema, resolved_hints
 
 ATTR = "__nb_model_tool__"
 
@@ -87,11 +86,7 @@ def as_tool(obj: Any, label: str | None = None) -> Tool:
                           "functions defined in the notebook")
     options = getattr(obj, ATTR, None) or {}
     schema = function_schema(obj, **options)
-    try:
-        hints = typing.get_type_hints(obj)
-    except Exception:  # noqa: BLE001
-        hints = {}
-    return Tool(obj, schema, hints)
+    return Tool(obj, schema, resolved_hints(obj, schema["name"]))
 
 
 def toolset(tools) -> list[Tool]:

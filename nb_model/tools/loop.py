@@ -312,13 +312,13 @@ def run_tools(client, prompt: str, tools, *, system: str | None = None, messages
                     out.flush_answer()
                 break
             for record in records:
+                ex.calls.append(record)  # before it runs: an interrupt inside the tool keeps it too
                 if record.get("malformed"):
                     record.update(status="malformed", error=record.pop("malformed"), seconds=0.0)
                     view.call_started(record)
                     view.call_done(record)
                 else:
                     ex.run(record, confirm=confirm, timeout=timeout, view=view)
-                ex.calls.append(record)
             ex.reply_turns(gen, records)
         else:
             gen = dataclasses.replace(gen, finish_reason="max_steps")

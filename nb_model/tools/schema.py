@@ -117,6 +117,25 @@ def _doc_parts(doc: str | None) -> tuple[str, dict[str, str]]:
     return description, params
 
 
+def resolved_hints(fn: Callable, name: str) -> dict[str, Any]:
+    """The type hints of `fn`, string annotations (``from __future__ import annotations``) resolved in its
+    module; one line naming a parameter whose hint cannot be resolved."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - find the parameter at fault
+        pass
+    hints = {}
+    for pname, hint in getattr(fn, "__annotations__", {}).items():
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, dict(getattr(fn, "__globals__", {})))  # noqa: S307 - the function's own text
+            except Exception:  # noqa: BLE001
+                raise ConfigError(f"tool {name}: the type {hint!r} of {pname} cannot be resolved (a class defined "
+                                  "inside a function?): define it at the top level") from None
+        hints[pname] = hint
+    return hints
+
+
 def function_schema(fn: Callable, *, name: str | None = None, description: str | None = None,
                     params: dict | None = None) -> dict:
     """The OpenAI `function` object of `fn`: {"name", "description", "parameters"}."""
@@ -129,10 +148,7 @@ def function_schema(fn: Callable, *, name: str | None = None, description: str |
     except (TypeError, ValueError):
         raise ConfigError(f"tool {name}: cannot read its signature; wrap it in a def with named parameters") \
             from None
-    try:
-        hints = typing.get_type_hints(fn, include_extras=False)
-    except Exception:  # noqa: BLE001 - an unresolvable forward reference: use the raw annotations
-        hints = {}
+    hints = resolved_hints(fn, name)
     doc_description, doc_params = _doc_parts(inspect.getdoc(fn))
     given = dict(params or {})
     if "properties" in given:  # a whole parameters schema, as is

@@ -98,7 +98,7 @@ def parse_emulated(text: str) -> tuple[str, Any] | None:
     try:
         obj = json.loads(body)
     except ValueError as exc:
-        raise MalformedCall(f"the tool call is not valid JSON ({exc.msg}, character {exc.pos})") from None
+        raise MalformedCall(f"the tool call is not valid JSON ({exc.msg}: character {exc.pos})") from None
     if not isinstance(obj, dict) or "tool" not in obj:
         return None
     if not isinstance(obj["tool"], str) or not obj["tool"]:

@@ -65,7 +65,7 @@ def signature(record: dict, width: int = 120) -> str:
     if isinstance(args, dict):
         inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
     else:
-        inner = str(record.get("raw_arguments") or "")
+        inner = repr(str(record.get("raw_arguments") or ""))
     text = f"{record['name']}({inner})"
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -161,7 +161,7 @@ class _Exchange:
             try:
                 args = json.loads(raw) if raw.strip() else {}
             except ValueError as exc:
-                return f"malformed call: the arguments are not valid JSON ({exc.msg}, character {exc.pos})"
+                return f"malformed call: the arguments are not valid JSON ({exc.msg}: character {exc.pos})"
         else:
             args = raw if raw is not None else {}
         if not isinstance(args, dict):

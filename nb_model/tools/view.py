@@ -25,11 +25,10 @@ def call_line(record: dict) -> str:
     """The one plain-text line of a call."""
     status = record.get("status", "?")
     mark = MARKS.get(status, "✗")
-    if status == "ok":
-        outcome = preview(record.get("result", ""))
-    else:
-        outcome = f"{status}: {preview(record.get('error', ''))}" if status not in ("error",) else \
-            f"error: {preview(record.get('error', ''))}"
+    error = str(record.get("error", ""))
+    if status == "malformed" and error.startswith("malformed call: "):
+        error = error[len("malformed call: "):]
+    outcome = preview(record.get("result", "")) if status == "ok" else f"{status}: {preview(error)}"
     return f"{mark} {signature(record)} → {outcome} · {record.get('seconds', 0.0):.2f} s"
 
 

@@ -401,3 +401,22 @@ def test_relay_forwards_a_tool_exchange(tmp_path, monkeypatch):
         assert [c["status"] for c in g.exchange["calls"]] == ["ok", "ok"]
         assert g.text.endswith('top_products returned ["tea", "cake"].')
         assert upstream.wait_idle()["by_status"] == {"200": 3}
+
+
+def test_relay_meter_counts_tool_calls_and_schemas():
+    from nb_model.server.metering import UsageMeter
+    request = json.dumps({"messages": [{"role": "user", "content": "Q3?"}], "tools": [
+        {"type": "function", "function": as_wire_schema()}]}).encode()
+    bare = UsageMeter("openai", json.dumps({"messages": [{"role": "user", "content": "Q3?"}]}).encode())
+    meter = UsageMeter("openai", request)
+    for m in (bare, meter):
+        m.start("text/event-stream")
+        for event in TOOL_TURN:
+            m.feed(event)
+    assert bare.tokens() > 1 + 2  # the calls' names and arguments count, though the reply has no text
+    assert meter.tokens() > bare.tokens() + 10  # the schemas count as prompt
+
+
+def as_wire_schema() -> dict:
+    from nb_model.tools import as_tool
+    return as_tool(top_products).schema

@@ -194,7 +194,7 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     elif gen.finish_reason == "interrupted":
         warnings.append("interrupted: partial text kept; re-run the cell to generate again")
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
-                                                                    "error"):
+                                                                    "error", "max_steps"):
         warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
                         if _protocol(gen.profile) == "openai" else "the model returned no text")
     return " · ".join(parts), warnings

@@ -121,11 +121,11 @@ def test_decorator_overrides_name_description_and_params():
 
 # -- the sandbox, both protocols, through the magic ----------------------------------------------
 
-@pytest.mark.parametrize("protocol", ["openai", "seed"])
+@pytest.mark.parametrize("protocol, options", [("openai", ""), ("seed", ""), ("openai", "--no-stream")])
 def test_multi_step_loop_shows_each_call_and_out_keeps_the_exchange(shell, sandbox, use_endpoint, tools_ns,
-                                                                   protocol):
+                                                                   protocol, options):
     use_endpoint(sandbox, protocol)
-    res, cap = run(shell, f"%%generate --tools sales_by_region,top_products -o g\n{QUESTION}")
+    res, cap = run(shell, f"%%generate --tools sales_by_region,top_products {options} -o g\n{QUESTION}")
     assert res.success, cap.stderr
     g = shell.user_ns["g"]
     assert tools_ns == [("sales_by_region", {"quarter": "Q3"}), ("top_products", {"region": "North"})]
@@ -420,3 +420,20 @@ def test_relay_meter_counts_tool_calls_and_schemas():
 def as_wire_schema() -> dict:
     from nb_model.tools import as_tool
     return as_tool(top_products).schema
+
+
+def test_deltas_without_index_and_arguments_as_objects():
+    """Servers that omit `index` (a new id opens a new call) or send arguments as an object."""
+    from nb_model.protocols import adapter
+    decoder = adapter("openai").stream_decoder()
+    events = [_event({"tool_calls": [{"id": "c1", "function": {"name": "a", "arguments": '{"x":'}}]}),
+              _event({"tool_calls": [{"function": {"arguments": " 1}"}}]}),
+              _event({"tool_calls": [{"id": "c2", "function": {"name": "b", "arguments": {"y": "é"}}}]}),
+              _event(None, "tool_calls")]
+    from nb_model.protocols.tools import ToolCallAssembler
+    calls = ToolCallAssembler()
+    for chunk in decoder.feed(b"".join(events)):
+        if chunk.tool_calls:
+            calls.feed(chunk.tool_calls)
+    assert [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls.calls()] == \
+        [("c1", "a", {"x": 1}), ("c2", "b", {"y": "é"})]

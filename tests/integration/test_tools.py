@@ -437,3 +437,26 @@ def test_deltas_without_index_and_arguments_as_objects():
             calls.feed(chunk.tool_calls)
     assert [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls.calls()] == \
         [("c1", "a", {"x": 1}), ("c2", "b", {"y": "é"})]
+
+
+def test_arguments_arrive_as_the_declared_python_types():
+    if Window is None:
+        pytest.skip("pydantic is not installed")
+    from nb_model.tools import toolset
+    from nb_model.tools.loop import View, _Exchange
+    seen = {}
+
+    def plan(window: Window, pair: tuple[str, int], count: int, note: Optional[str] = None) -> str:
+        """Plans."""
+        seen.update(window=window, pair=pair, count=count, note=note)
+        return "ok"
+    ex = _Exchange(toolset([plan]), emulated=False)
+    record = {"id": "c", "name": "plan",
+              "raw_arguments": json.dumps({"window": {"start": 1, "end": 2}, "pair": ["a", 1], "count": 3.0})}
+    ex.run(record, confirm=False, timeout=None, view=View())
+    assert record["status"] == "ok" and record["result"] == "ok"
+    assert seen["window"] == Window(start=1, end=2) and seen["pair"] == ("a", 1)
+    assert seen["count"] == 3 and type(seen["count"]) is int and seen["note"] is None
+    bad = {"id": "d", "name": "plan", "raw_arguments": '{"window": {}, "pair": ["a", 1], "count": 1.5}'}
+    ex.run(bad, confirm=False, timeout=None, view=View())
+    assert bad["status"] == "malformed" and bad["error"] == "malformed call: count must be integer, got float 1.5"

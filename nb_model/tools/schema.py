@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import types
 import typing
 from typing import Any, Callable
@@ -35,11 +36,10 @@ class UnsupportedType(ConfigError):
 
 
 def _pydantic_model(tp) -> bool:
-    try:
-        from pydantic import BaseModel
-    except ImportError:
-        return False
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    """True for a pydantic model class (pydantic is never imported here: a model means it already is)."""
+    pydantic = sys.modules.get("pydantic")
+    base = getattr(pydantic, "BaseModel", None)
+    return base is not None and isinstance(tp, type) and issubclass(tp, base)
 
 
 def type_schema(tp, where: str) -> dict:

@@ -27,8 +27,15 @@ def stream(prompt: str, *, profile: str | None = None, model: str | None = None,
     return _client(profile, model).stream(prompt, **params)
 
 
-def generate(prompt: str, *, profile: str | None = None, model: str | None = None, **params) -> "Generation":
-    """Generate a whole answer and return a `Generation` (text, finish_reason, usage, timings)."""
+def generate(prompt: str, *, profile: str | None = None, model: str | None = None, tools=None,
+             **params) -> "Generation":
+    """Generate a whole answer and return a `Generation` (text, finish_reason, usage, timings).
+
+    `tools=[f, g]`: functions the model may call (see nb_model.tools); `.exchange` then holds every call."""
+    if tools is not None:
+        from .tools.loop import run_tools
+        params.setdefault("stream", False)
+        return run_tools(_client(profile, model), prompt, tools, **params)
     return _client(profile, model).generate(prompt, **params)
 
 
@@ -57,6 +64,7 @@ def __getattr__(name: str):
         "Panel": ("panel", "Panel"),
         "history": ("cache", "history"),
         "start_sandbox": ("sandbox", "start_sandbox"),
+        "tool": ("tools", "tool"),
     }
     if name in lazy:
         import importlib

@@ -268,6 +268,7 @@ class Stream:
         self._closed = False
         self._consumed = False
         self._left = False  # the consumer left the loop before the answer was complete
+        self._calls = None  # the tool calls of the reply being read (protocols.tools.ToolCallAssembler)
 
     # -- public -----------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
@@ -365,8 +366,8 @@ class Stream:
             return
         if not gen.usage.prompt_tokens:
             gen.usage.prompt_tokens = estimate_tokens(self.spec.transcript())
-        if not gen.usage.completion_tokens and gen.text:
-            gen.usage.completion_tokens = estimate_tokens(gen.text)
+        if not gen.usage.completion_tokens and (gen.text or gen.tool_calls):
+            gen.usage.completion_tokens = estimate_tokens(gen.text + json.dumps(gen.tool_calls or ""))
         gen.cost_usd = gen.usage.total_tokens * self.client.profile.price_per_1m / 1e6
 
     def _run(self, start: float) -> Iterator[str]:
@@ -399,6 +400,7 @@ class Stream:
 
     def _attempt(self, start: float) -> Iterator[str]:
         client, profile = self.client, self.client.profile
+        self._calls, self.generation.tool_calls = None, None  # a retried attempt starts its calls afresh
         adapter = protocols.adapter(profile.protocol)
         url, body, extra = adapter.build(client.endpoint(), profile.model, self.spec, self.streaming)
         headers = {"Content-Type": "application/json", **extra}
@@ -455,6 +457,11 @@ class Stream:
                               int(chunk.usage.get("completion_tokens") or 0))
         if chunk.finish_reason:
             gen.finish_reason = chunk.finish_reason
+        if chunk.tool_calls:
+            from .protocols.tools import ToolCallAssembler
+            self._calls = self._calls or ToolCallAssembler()
+            self._calls.feed(chunk.tool_calls, whole=not self.streaming)
+            gen.tool_calls = self._calls.calls()
         if chunk.text:
             if gen.ttft_s is None:
                 gen.ttft_s = time.perf_counter() - start
@@ -575,6 +582,8 @@ class Client:
             "model": p.model,
             "system": spec.system, "messages": spec.messages, "prompt": spec.prompt,
             "params": {k: v for k, v in sorted(spec.params.items()) if v is not None},
+            # a tool exchange: the schemas, and the calls and results so far (a changed result, a new answer)
+            **{k: getattr(spec, k) for k in ("tools", "tool_choice", "after") if getattr(spec, k)},
         }
 
     def redact(self, text: str) -> str:
@@ -601,12 +610,14 @@ class Client:
         return self.redact(f"{what} talking to {redact_url(url)}{tail}")
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
+             tools: list[dict] | None = None, tool_choice=None, after: list[dict] | None = None,
              **params) -> Spec:
         given = {k: v for k, v in params.items() if v is not None}  # None (an unset cell option) keeps the default
         params = validate_params({**self.profile.defaults, **given}, self.profile)
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
-        spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
+        spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params,
+                    tools=tools or None, tool_choice=tool_choice, after=after or None)
         self._check_context(spec)
         return spec
 
@@ -631,10 +642,13 @@ class Client:
 
     def stream(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
                stream: bool = True, cache: str = "use", max_retries: int | None = None,
-               on_retry: Callable[[str], None] | None = None, **params) -> Stream:
-        """Start a generation; iterate the returned `Stream` for text deltas."""
+               on_retry: Callable[[str], None] | None = None, tools: list[dict] | None = None,
+               tool_choice=None, after: list[dict] | None = None, **params) -> Stream:
+        """Start a generation; iterate the returned `Stream` for text deltas. `tools` (schemas), `tool_choice`
+        and `after` (the tool turns so far) are for one step of a tool exchange: see nb_model.tools."""
         check_cache_mode(cache)
-        spec = self.spec(prompt, system=system, messages=messages, **params)
+        spec = self.spec(prompt, system=system, messages=messages, tools=tools, tool_choice=tool_choice,
+                         after=after, **params)
         retries = self.profile.max_retries if max_retries is None else max_retries
         self.start_embedded()
         return Stream(self, spec, stream=stream, max_retries=retries, cache_mode=cache, on_retry=on_retry)

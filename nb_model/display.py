@@ -168,6 +168,11 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     if gen.latency_s is not None:
         parts.append(f"total {gen.latency_s:.2f} s")
     parts.append(f"finish: {gen.finish_reason or '?'}")
+    exchange = getattr(gen, "exchange", None)
+    if exchange:  # a tool exchange: how many calls, and whether the protocol's tool wire was used
+        calls = len(exchange.get("calls") or [])
+        parts.append(f"{calls} tool call{'s' if calls != 1 else ''} in {exchange.get('steps', 0)} steps"
+                     + (" (tools emulated by prompt)" if exchange.get("emulated") else ""))
     if gen.cost_usd:  # a hit costs nothing: it shows what it saved
         parts.append(f"$0 (saved ${gen.cost_usd:.4f})" if gen.cached else f"${gen.cost_usd:.4f}")
     if gen.cached:
@@ -184,10 +189,12 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
             warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
     elif gen.finish_reason == "content_filter":
         warnings.append("the output was filtered by the server's content filter and is incomplete")
+    elif gen.finish_reason == "max_steps":
+        warnings.append("the model still asked for tools at the last step: raise --max-steps")
     elif gen.finish_reason == "interrupted":
         warnings.append("interrupted: partial text kept; re-run the cell to generate again")
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
-                                                                    "error"):
+                                                                    "error", "max_steps"):
         warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
                         if _protocol(gen.profile) == "openai" else "the model returned no text")
     return " · ".join(parts), warnings

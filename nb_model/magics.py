@@ -92,6 +92,14 @@ class NbModel(Magics):
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
     @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
+    @argument("--tools", metavar="NAMES",
+              help="functions of the notebook the model may call, comma-separated (each call is shown); "
+                   "see nb_model.tool")
+    @argument("--max-steps", type=int, default=5, dest="max_steps",
+              help="with --tools: model requests at most (default 5)")
+    @argument("--confirm", action="store_true", help="with --tools: ask before running each call")
+    @argument("--tool-timeout", type=float, default=30.0, dest="tool_timeout", metavar="S",
+              help="with --tools: seconds a call may run (default 30)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -117,6 +125,9 @@ class NbModel(Magics):
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
         if args.chat is not None and not args.chat.strip():
             raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
+        if args.tools is not None:
+            from .tools.magic import run_magic as run_tools
+            return run_tools(self, args, cell)
         if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)

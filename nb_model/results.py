@@ -43,6 +43,8 @@ class Generation:
     request_id: str | None = None
     error: str | None = None
     cost_usd: float = 0.0
+    tool_calls: list[dict] | None = None  # the tool calls this reply asks for (OpenAI's shape)
+    exchange: dict[str, Any] | None = None  # a tool exchange: messages, calls with results, steps
 
     def __str__(self) -> str:
         return self.text

@@ -24,6 +24,7 @@ class Chunk:
     error: str | None = None
     error_status: int | None = None  # an HTTP status the error object carries (code/status), if any
     done: bool = False  # the server said the reply is complete
+    tool_calls: list | None = None  # tool-call deltas (streamed) or whole calls (a whole reply), as sent
 
 
 MAX_TOKEN_COUNT = 10 ** 9  # a token count above this is nonsense, whatever the model
@@ -89,6 +90,9 @@ class Spec:
     system: str | None = None
     messages: list[dict] | None = None  # prior turns for chat (without the new prompt)
     params: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict] | None = None  # tool schemas ({"type": "function", "function": {...}}), chat only
+    tool_choice: Any = None  # "auto" | "none" | "required" | {"type": "function", ...}; None: the server's
+    after: list[dict] | None = None  # turns after the prompt: the tool calls and results so far
 
     def chat_messages(self) -> list[dict]:
         msgs = []
@@ -96,14 +100,15 @@ class Spec:
             msgs.append({"role": "system", "content": self.system})
         msgs.extend(self.messages or [])
         msgs.append({"role": "user", "content": self.prompt})
+        msgs.extend(self.after or [])
         return msgs
 
     def transcript(self) -> str:
         """The spec as one prompt, for protocols that take plain text."""
-        if not self.system and not self.messages:
+        if not self.system and not self.messages and not self.after:
             return self.prompt
-        names = {"system": "System", "user": "User", "assistant": "Assistant"}
-        lines = [f"{names.get(m['role'], m['role'])}: {m['content']}" for m in self.chat_messages()]
+        names = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+        lines = [f"{names.get(m['role'], m['role'])}: {m.get('content') or ''}" for m in self.chat_messages()]
         return "\n".join(lines) + "\nAssistant:"
 
 

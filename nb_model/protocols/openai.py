@@ -37,6 +37,10 @@ class Adapter:
             if hint:
                 msgs.insert(0, {"role": "system", "content": hint})
             body["messages"] = msgs
+            if spec.tools:
+                body["tools"] = spec.tools
+                if spec.tool_choice is not None:
+                    body["tool_choice"] = spec.tool_choice
         else:
             body["prompt"] = (hint + "\n\n" if hint else "") + spec.transcript()
         if stream:
@@ -70,6 +74,8 @@ class Adapter:
             if not isinstance(choices[0], dict):
                 raise ProtocolError("a choice is not a JSON object")
             chunk.text = self._choice_text(choices[0], delta=delta)
+            if self.chat:
+                chunk.tool_calls = _tool_calls(choices[0].get("delta" if delta else "message"))
             chunk.finish_reason = choices[0].get("finish_reason")
         return checked(chunk)
 
@@ -80,6 +86,16 @@ class Adapter:
 
     def stream_decoder(self) -> "StreamDecoder":
         return StreamDecoder(self)
+
+
+def _tool_calls(part) -> list | None:
+    """The `tool_calls` of a chat message or delta: a list of objects, else a ProtocolError."""
+    calls = part.get("tool_calls") if isinstance(part, dict) else None
+    if calls is None:
+        return None
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise ProtocolError("a message's tool_calls is not a list of objects")
+    return calls or None
 
 
 class StreamDecoder:

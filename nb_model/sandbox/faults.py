@@ -21,6 +21,8 @@ Specs (per request with header ``X-Sandbox-Fault: <spec>``, or queued with
                          ``content_filter``
 ``error-event``          an ``{"error": …}`` event mid-stream at HTTP 200
                          (non-streaming: a 500)
+``tool-malformed``       a tool call whose arguments are cut mid-JSON (see
+                         tools.py; a request without tools is not affected)
 =======================  ====================================================
 """
 from __future__ import annotations
@@ -29,7 +31,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event")
+SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event",
+          "tool-malformed")
 WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
 KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Generator, Iterator
 from urllib.parse import urlsplit
 
 from .engine import Engine, SimulatedEngine, TokenStream
+from . import tools as tool_use
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
@@ -368,7 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(429, f"rate limit exceeded: {sandbox.qps:g} requests per second",
                                {"Retry-After": str(max(1, math.ceil(wait)))})
         try:
-            job = wire.job(json.loads(raw), self.headers, sandbox.max_tokens_cap)
+            body = json.loads(raw)
+            job = wire.job(body, self.headers, sandbox.max_tokens_cap)
             prompt_tokens = sandbox.engine.count_tokens(job.prompt)
             if prompt_tokens + job.max_tokens > sandbox.context_window:
                 raise BadRequest(f"prompt ({prompt_tokens} tokens) + max_tokens ({job.max_tokens}) "
@@ -384,13 +386,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = Reply(id=wire.id_prefix + self.request_id[len("req_"):],  # the asked model's name, as vLLM does
                       created=int(time.time()), model=job.model or sandbox.engine.model)
-        tokens = TokenStream(self._shaped(sandbox.engine.generate(job.prompt, **job.params()),
-                                          fault, rate))
+        turn = tool_use.turn_for(isinstance(wire, ChatWire), body, job.prompt, fault.kind)  # see tools.py
+        if turn is not None and turn.calls:
+            return self._tool_calls(wire, job, reply, turn, prompt_tokens)
+        source = TokenStream(tool_use.pieces(turn.text)) if turn else sandbox.engine.generate(job.prompt, **job.params())
+        tokens = TokenStream(self._shaped(source, fault, rate))
         send = self._stream if job.stream else self._whole
         try:
             send(wire, job, reply, tokens, fault, lambda n: wire.usage(prompt_tokens, n))
         finally:
             tokens.close()  # stops the engine if the client left or a fault cut the reply
+
+    def _tool_calls(self, wire, job, reply: Reply, turn, prompt_tokens: int) -> None:
+        """A chat reply that calls tools (see tools.py), whole or streamed."""
+        count = len(list(tool_use.call_deltas(tool_use.call_objects(turn, self.request_id))))
+        reply.usage = wire.usage(prompt_tokens, count)
+        if not job.stream:
+            self._json(200, tool_use.chat_body(wire, reply, turn, self.request_id))
+        else:
+            self._headers(200, wire.content_type, None)
+            out = _ChunkedWriter(self.wfile)
+            for event in tool_use.chat_frames(wire, reply, turn, self.request_id, job.include_usage):
+                out.write(event)
+            out.close()
+        self.tokens_sent, self.completed = count, True
 
     def _rate(self) -> float:
         value = self.headers.get("X-Sandbox-Rate")

@@ -19,8 +19,19 @@ def prompt_text(body: object) -> str:
     for message in messages if isinstance(messages, list) else []:
         content = message.get("content") if isinstance(message, dict) else None
         parts += content if isinstance(content, list) else [content]
-    texts = (p.get("text") if isinstance(p, dict) else p for p in parts)  # content parts: {"text": ...}
+    texts = [p.get("text") if isinstance(p, dict) else p for p in parts]  # content parts: {"text": ...}
+    for message in messages if isinstance(messages, list) else []:  # the tool calls of earlier turns
+        texts += _call_texts(message.get("tool_calls") if isinstance(message, dict) else None)
+    if isinstance(body.get("tools"), list):  # the tool schemas are prompt tokens too
+        texts.append(json.dumps(body["tools"], ensure_ascii=False))
     return "\n".join(t for t in texts if isinstance(t, str))
+
+
+def _call_texts(calls) -> list[str]:
+    """The names and argument texts of tool calls (whole or deltas)."""
+    functions = [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+    return [v for f in functions if isinstance(f, dict) for v in (f.get("name"), f.get("arguments"))
+            if isinstance(v, str)]
 
 
 class UsageMeter:
@@ -54,6 +65,7 @@ class UsageMeter:
         try:
             for chunk in parse():
                 self._text.append(chunk.text)
+                self._text += _call_texts(chunk.tool_calls)  # a reply that calls tools has no text
                 if chunk.usage:
                     self._usage = chunk.usage
         except (ProtocolError, ValueError):

@@ -1,0 +1,61 @@
+"""How a tool exchange shows in a notebook: each call as it finishes, then the streamed answer.
+
+A call is one display: a plain-text line (``🔧 name(args) → preview · 0.01 s``)
+and, for frontends that render HTML, a collapsible block with the whole
+arguments and result. It is published once, when the call is done, so a saved
+notebook and a re-run show the same outputs.
+"""
+from __future__ import annotations
+
+import html
+import json
+
+from .loop import View, signature
+
+PREVIEW_CHARS = 100
+MARKS = {"ok": "🔧", "declined": "⊘", "timeout": "⏱", "interrupted": "⏹"}
+
+
+def preview(text: str, width: int = PREVIEW_CHARS) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def call_line(record: dict) -> str:
+    """The one plain-text line of a call."""
+    status = record.get("status", "?")
+    mark = MARKS.get(status, "✗")
+    error = str(record.get("error", ""))
+    if status == "malformed" and error.startswith("malformed call: "):
+        error = error[len("malformed call: "):]
+    outcome = preview(record.get("result", "")) if status == "ok" else f"{status}: {preview(error)}"
+    return f"{mark} {signature(record)} → {outcome} · {record.get('seconds', 0.0):.2f} s"
+
+
+def call_bundle(record: dict) -> dict:
+    text = call_line(record)
+    args = record.get("arguments")
+    shown_args = json.dumps(args, ensure_ascii=False, indent=1, default=str) if isinstance(args, dict) \
+        else str(record.get("raw_arguments") or "")
+    body = record.get("result") if record.get("status") == "ok" else record.get("error", "")
+    color = "#777" if record.get("status") == "ok" else "#b36b00"
+    block = (f'<details style="font-size:85%;color:{color}"><summary>{html.escape(text)}</summary>'
+             f'<div>arguments</div><pre>{html.escape(shown_args)}</pre>'
+             f'<div>{"result" if record.get("status") == "ok" else "error"}</div>'
+             f'<pre>{html.escape(str(body))}</pre></details>')
+    return {"text/plain": text, "text/html": block}
+
+
+class NotebookView(View):
+    """Text deltas to the cell's live output; each finished call as its own display."""
+
+    def __init__(self, live) -> None:
+        self.live = live
+
+    def text(self, delta: str) -> None:
+        self.live.write(delta)
+
+    def call_done(self, record: dict) -> None:
+        from ..display import _publish
+        meta = {"nb_model": {"tool_call": {k: v for k, v in record.items() if k != "result"}}}
+        _publish(call_bundle(record), metadata=meta)

@@ -384,7 +384,7 @@ def test_a_students_generate_streams_through_the_service_with_the_teachers_key(h
     assert "rain0 rain1" in shown, shown
     assert re.search(r"tokens left today \(UTC\)", shown), shown
     assert hub.upstream.seen and all(r["auth"] == f"Bearer {KEY}" for r in hub.upstream.seen)
-    assert KEY not in shown
+    assert KEY not in shown and KEY not in hub.log.read_text()  # the service's log goes to the Hub's
     usage = ada.run("%generate usage")
     assert f"JupyterHub relay service, user {ADA}:" in usage and "1 requests/s" in usage, usage
 
@@ -500,6 +500,9 @@ print(requests.get(url, headers=auth).text)
 """)
     assert GRACE in own and ADA not in own, own
     assert "'all_users': False" in own
+    # a browser without a token is sent to log in at the Hub (OAuth), then comes back
+    login = requests.get(f"{hub.url}/services/nb-model/", allow_redirects=False, timeout=30)
+    assert login.status_code == 302 and "/hub/api/oauth2/authorize" in login.headers["Location"], login.headers
     # a token without the service's scope is refused
     bare = hub.api("POST", f"users/{ADA}/tokens", json={"scopes": ["read:users:name!user"]}).json()["token"]
     assert _usage(hub, bare).status_code == 403

@@ -95,6 +95,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def relay(args: argparse.Namespace) -> int:
     """Run the relay service in the foreground (see `nb_model.server.hub`)."""
+    import sqlite3
+
     from nb_model.errors import ConfigError
     from nb_model.server.hub import main as run_relay
 
@@ -103,7 +105,10 @@ def relay(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot start the relay: {exc.strerror or exc}")
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _fail(f"cannot start the relay: {exc.strerror or exc}{where}")
+    except sqlite3.Error as exc:  # the [relay] db file: a folder the service's user cannot write
+        return _fail(f"cannot open the relay's database ([relay] db in {args.config}): {exc}")
 
 
 def _output_text(output: dict) -> str:

@@ -51,6 +51,7 @@ RELAY_SETTINGS = {"db", "redis_url", "teacher_groups", "allow_insecure_upstream"
                   "request_timeout", "sandbox"}
 LIMIT_SETTINGS = {"qps", "tokens_per_day"}
 USER_SETTINGS = {"token_sha256", "groups"}
+MAX_BODY = 4 << 20  # bytes of a request body: far above a 16K-token context, far below tornado's 100 MB default
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 429: "rate_limit_error"}
 
@@ -86,6 +87,11 @@ def _limits(where: str, data: Any, source: str) -> Limits:
     return Limits(float(qps), tokens, source)
 
 
+def _default_db() -> str:
+    from jupyter_core.paths import jupyter_data_dir
+    return os.path.join(jupyter_data_dir(), "nb_model", "relay.sqlite")
+
+
 class ServiceConfig:
     """The relay service's TOML config, checked with one-line errors."""
 
@@ -101,7 +107,7 @@ class ServiceConfig:
             raise ConfigError(f"{path}: [relay] unknown setting(s) {', '.join(sorted(bad))}; "
                               f"allowed: {', '.join(sorted(RELAY_SETTINGS))}")
         self.relay = relay
-        self.db = os.path.expanduser(relay.get("db") or "nb_model_relay.sqlite")
+        self.db = os.path.expanduser(relay.get("db") or _default_db())
         self.teacher_groups = set(relay.get("teacher_groups", ["staff"]))
         self.profiles = data.get("profiles", {})
         if not self.profiles or not isinstance(self.profiles, dict):
@@ -513,13 +519,13 @@ def main(config_path: str, host: str | None = None, port: int | None = None) -> 
     secrets = service.relay.secrets
     redact.install(log, lambda: [*secrets(), os.environ.get("JUPYTERHUB_API_TOKEN", "")])
     app = make_app(service)
-    server = app.listen(port, host, xheaders=False)
+    server = app.listen(port, host, xheaders=False, max_body_size=MAX_BODY)
     service.relay.start()
     names = ", ".join(sorted(service.relay.routes))
     log.info("serving profiles %s at http://%s:%s%s (%s)", names, host, port, prefix,
              "JupyterHub service " + os.environ.get("JUPYTERHUB_SERVICE_NAME", "") if hub else "plain server")
     loop = IOLoop.current()
-    signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
+    loop.asyncio_loop.add_signal_handler(signal.SIGTERM, loop.stop)
     try:
         loop.start()
     except KeyboardInterrupt:

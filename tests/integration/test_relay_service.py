@@ -22,6 +22,7 @@ import requests
 from conftest import _free_port
 from nb_model.server.hub import Limits, ServiceConfig
 from nb_model.errors import ConfigError
+from nb_model.tokens import estimate_tokens
 
 KEY = "sk-plain-relay-" + "q" * 20
 TOKENS = {"ada": "tok-ada-" + "a" * 24, "bob": "tok-bob-" + "b" * 24, "tess": "tok-tess-" + "t" * 24}
@@ -64,12 +65,13 @@ def upstream():
     httpd.server_close()
 
 
-def _config(upstream_url: str, db: Path) -> str:
+def _config(upstream_url: str, db: Path, redis_url: str = "") -> str:
     users = "".join(f'[users.{name}]\ntoken_sha256 = "{hashlib.sha256(tok.encode()).hexdigest()}"\n'
                     f'groups = ["{"staff" if name == "tess" else "students"}"]\n' for name, tok in TOKENS.items())
     return f"""
 [relay]
 db = "{db}"
+{f'redis_url = "{redis_url}"' if redis_url else ""}
 [profiles.course]
 endpoint = "{upstream_url}"
 protocol = "seed"
@@ -176,11 +178,15 @@ def test_limits_follow_groups_and_a_token_is_charged_to_its_own_user(relay):
 
 
 def test_the_usage_page_and_counts_survive_a_restart(relay):
-    for user in ("ada", "bob"):
-        assert relay.post(user, f"{user} writes").status_code == 200
+    prompts = {"ada": "ada writes", "bob": "鲍勃写一首关于雪的诗"}  # counted by the shared estimator, CJK too
+    for user, prompt in prompts.items():
+        assert relay.post(user, prompt).status_code == 200
     teacher = relay.get("api/usage", "tess").json()
     assert teacher["all_users"] and [u["user"] for u in teacher["users"]] == ["ada", "bob"]
-    assert all(u["today"]["requests"] == 1 and u["today"]["tokens"] > 0 for u in teacher["users"])
+    answer = " ".join(f"snow{i}" for i in range(8))
+    for line in teacher["users"]:
+        tokens = estimate_tokens(prompts[line["user"]]) + estimate_tokens(answer)
+        assert line["today"] == {"requests": 1, "tokens": tokens, "cost": pytest.approx(tokens * 12.0 / 1e6)}
     own = relay.get("api/usage", "bob").json()
     assert not own["all_users"] and [u["user"] for u in own["users"]] == ["bob"]
     page = relay.get("", "tess").text
@@ -213,3 +219,23 @@ def test_the_most_generous_group_wins_and_a_users_own_entry_beats_groups():
     assert config.limits_for("kim", ["a", "x"]) == Limits(1.0, 100, "group a")
     assert config.limits_for("kim", []).tokens_per_day == 5
     assert config.limits_for("zoe", ["b"]) == Limits(0.0, 7, "user zoe")
+
+
+@pytest.mark.redis
+def test_counts_in_redis_survive_a_restart(upstream, tmp_path, redis_server):
+    config = tmp_path / "relay.toml"
+    config.write_text(_config(upstream.url, tmp_path / "relay.sqlite", redis_server))
+    relay = Relay(config, tmp_path / "relay.log")
+    try:
+        before = relay.get("api/me", "ada").json()["tokens_used_today"]  # the Redis server is shared
+        assert relay.post("ada", "ada writes").status_code == 200
+        used = relay.get("api/me", "ada").json()["tokens_used_today"]
+        assert used > before
+    finally:
+        relay.stop()
+    (tmp_path / "relay.sqlite").unlink()  # only Redis keeps the counts now
+    relay = Relay(config, tmp_path / "relay.log")
+    try:
+        assert relay.get("api/me", "ada").json()["tokens_used_today"] == used
+    finally:
+        relay.stop()

@@ -165,12 +165,15 @@ def _python_for_users(base: Path) -> Path | None:
     return shim / "bin"
 
 
-def _os_user(name: str) -> None:
+def _os_user(name: str) -> bool:
+    """Create the OS user `name` (with a home) unless it exists; True if created here."""
     try:
         pwd.getpwnam(name)
+        return False
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True,
                        capture_output=True)
+        return True
 
 
 class Hub:
@@ -354,8 +357,6 @@ def hub():
     if proxy is None:
         missing_part("configurable-http-proxy is not installed (scripts/setup.sh with the hub extra installs it "
                      "from npm into ~/.cache/nb_model/chp)")
-    for name in (SERVICE_USER, ADA, GRACE, TEACHER):
-        _os_user(name)
     base = Path(tempfile.mkdtemp(prefix="nb-model-hub-"))
     os.chmod(base, 0o711)  # users may pass through to their own files, not list or read the others'
     bin_dir = _python_for_users(base)
@@ -363,17 +364,20 @@ def hub():
         shutil.rmtree(base, ignore_errors=True)
         missing_part(f"the Python interpreter ({os.path.realpath(sys.executable)}) is in a directory other OS "
                      "users cannot enter, and there is no system python of the same version")
+    created = [name for name in (SERVICE_USER, ADA, GRACE, TEACHER) if _os_user(name)]
     upstream = Upstream()
     hub = Hub(base, upstream, proxy, bin_dir)
-    hub.write()
-    hub.start()
     try:
+        hub.write()
+        hub.start()
         yield hub
     finally:
         hub.stop()
         upstream.httpd.shutdown()
         upstream.httpd.server_close()
         shutil.rmtree(base, ignore_errors=True)
+        for name in created:
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +411,7 @@ def test_a_students_generate_streams_through_the_service_with_the_teachers_key(h
 
 def test_a_students_kernel_cannot_read_the_key(hub, kernels):
     pid = hub.service_pid()
+    assert os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(SERVICE_USER).pw_uid  # the service's own account
     probe = f"""
 import os
 for path in ['/proc/{pid}/environ', '/proc/{pid}/mem', {str(hub.key_file)!r}, {str(hub.relay_toml)!r},

@@ -35,7 +35,9 @@ if [[ ",$extras," == *",hub,"* ]]; then
     fi
     if command -v npm >/dev/null; then
       mkdir -p "$chp"
-      npm install --no-audit --no-fund --prefix "$chp" "configurable-http-proxy@5"
+      node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+      version=5; [ "$node_major" -ge 20 ] || version=4  # 5.x needs node >= 20
+      npm install --no-audit --no-fund --prefix "$chp" "configurable-http-proxy@$version"
     else
       echo "npm not found: the JupyterHub tests need configurable-http-proxy (NB_MODEL_SYSTEM_DEPS=1 installs npm)"
     fi

@@ -1,7 +1,8 @@
 """``nb-model`` command line.
 
 ``nb-model serve`` runs the sandbox API until Ctrl-C; ``nb-model demo NOTEBOOK``
-executes a notebook headless on the embedded default and prints what each cell showed.
+executes a notebook headless on the embedded default and prints what each cell showed;
+``nb-model relay --config relay.toml`` runs the key-holding relay as a JupyterHub service or a plain server.
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
                     "and print each cell's text output as it finishes.")
     demo.add_argument("notebook", help="path of the .ipynb to run")
     demo.add_argument("--timeout", type=int, default=300, help="seconds per cell (default: 300)")
+    relay = commands.add_parser(
+        "relay", help="run the key-holding relay as its own process (a JupyterHub service or a plain server)",
+        description="Relay notebooks' requests to the upstreams of a TOML config, holding their keys, with "
+                    "per-user and per-group limits and a usage page. Under JupyterHub (as a service) callers "
+                    "are Hub users; see docs/classroom.md.")
+    relay.add_argument("--config", required=True, metavar="TOML", help="the relay's config file")
+    relay.add_argument("--host", help="address to bind (default: from $JUPYTERHUB_SERVICE_URL, else 127.0.0.1)")
+    relay.add_argument("--port", type=int, help="port (default: from $JUPYTERHUB_SERVICE_URL, else 10101)")
     return parser
 
 
@@ -82,6 +91,24 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def relay(args: argparse.Namespace) -> int:
+    """Run the relay service in the foreground (see `nb_model.server.hub`)."""
+    import sqlite3
+
+    from nb_model.errors import ConfigError
+    from nb_model.server.hub import main as run_relay
+
+    try:
+        return run_relay(args.config, args.host, args.port)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _fail(f"cannot start the relay: {exc.strerror or exc}{where}")
+    except sqlite3.Error as exc:  # the [relay] db file: a folder the service's user cannot write
+        return _fail(f"cannot open the relay's database ([relay] db in {args.config}): {exc}")
 
 
 def _output_text(output: dict) -> str:
@@ -134,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "demo":
         return demo(args)
+    if args.command == "relay":
+        return relay(args)
     parser.print_help()
     return 0
 

@@ -260,6 +260,9 @@ def _extra_profiles() -> dict[str, Profile]:
         relay_profiles = None
     if relay_profiles:
         out.update(relay_profiles())
+    if os.environ.get("JUPYTERHUB_API_TOKEN"):  # a JupyterHub server: its relay service, if there is one
+        from .hub_env import hub_profiles
+        out.update(hub_profiles())
     try:
         from .sandbox.local import local_profile
     except ImportError:
@@ -272,14 +275,15 @@ def _extra_profiles() -> dict[str, Profile]:
 
 
 def default_profile_name(profiles: dict[str, Profile], file_default: str | None) -> str:
-    """NB_MODEL_PROFILE > profiles file default > env endpoint > relay > local model > sandbox."""
+    """NB_MODEL_PROFILE > profiles file default > env endpoint > Hub relay service > relay > local model > sandbox."""
     chosen = os.environ.get("NB_MODEL_PROFILE") or file_default
     if chosen:
         return chosen
     for name in ("env",):
         if name in profiles:
             return name
-    relay = sorted(n for n in profiles if n.startswith("relay:"))
+    relay = sorted(n for n in profiles if n.startswith("hub:")) or sorted(
+        n for n in profiles if n.startswith("relay:"))
     if relay:
         return relay[0]
     if "local" in profiles:

@@ -200,8 +200,10 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     return " · ".join(parts), warnings
 
 
-def show_footer(gen, *, cap: int | None = None) -> None:
+def show_footer(gen, *, cap: int | None = None, note: str | None = None) -> None:
     line, warnings = footer_line(gen, cap=cap)
+    if note:  # e.g. what is left of today's budget on a JupyterHub relay service
+        line += f" · {note}"
     text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
     html_lines = [f'<div style="color:#777;font-size:85%">— {html.escape(line)}</div>']
     html_lines += [f'<div style="color:#b36b00;font-size:85%">⚠ {html.escape(w)}</div>' for w in warnings]

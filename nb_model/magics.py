@@ -185,7 +185,8 @@ class NbModel(Magics):
             raise
         gen = stream.generation
         live.finish(gen)
-        show_footer(gen, cap=client.profile.max_tokens_cap)
+        from .hub_env import footer_note
+        show_footer(gen, cap=client.profile.max_tokens_cap, note=None if gen.cached else footer_note(gen.profile))
         if chat:
             chat.add(prompt, gen)
         self._store(args, gen)

@@ -26,6 +26,23 @@ if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   fi
 fi
+if [[ ",$extras," == *",hub,"* ]]; then
+  # JupyterHub's proxy (configurable-http-proxy) comes from npm: kept in a cached prefix, found by the tests there
+  chp="${NB_MODEL_CHP:-$HOME/.cache/nb_model/chp}"
+  if ! command -v configurable-http-proxy >/dev/null && [ ! -x "$chp/node_modules/.bin/configurable-http-proxy" ]; then
+    if ! command -v npm >/dev/null && [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
+      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+    fi
+    if command -v npm >/dev/null; then
+      mkdir -p "$chp"
+      node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+      version=5; [ "$node_major" -ge 20 ] || version=4  # 5.x needs node >= 20
+      npm install --no-audit --no-fund --prefix "$chp" "configurable-http-proxy@$version"
+    else
+      echo "npm not found: the JupyterHub tests need configurable-http-proxy (NB_MODEL_SYSTEM_DEPS=1 installs npm)"
+    fi
+  fi
+fi
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 # an editable install skips the data-files: put the file that enables the server extension where
 # `pip install .` would (`jupyter server extension enable` refuses an extension no config lists yet)

@@ -164,3 +164,6 @@ def cmd_usage(magics, words: list[str]) -> None:
         (name, t["calls"], t["hits"], t["in"], t["out"], f"${t['cost']:.4f}", f"${t['saved']:.4f}")
         for name, t in scopes])
     print("cost estimated from each profile's price_per_1m (set it in nb_model.toml; 0 for local models)")
+    from ..hub_env import usage_lines
+    for line in usage_lines():  # a JupyterHub relay service: what is left today
+        print(line)

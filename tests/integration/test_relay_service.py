@@ -1,0 +1,241 @@
+"""`nb-model relay` as a plain server (no JupyterHub): real process, real HTTP, the real magic in IPython.
+
+Callers are the config's [users.NAME] (SHA-256 of their tokens); kernels find the service with
+$NB_MODEL_HUB_URL and send $JUPYTERHUB_API_TOKEN. The upstream is a minimal seed server written here
+from the API's docs, which refuses any other key than the relay's.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import _free_port
+from nb_model.server.hub import Limits, ServiceConfig
+from nb_model.errors import ConfigError
+from nb_model.tokens import estimate_tokens
+
+KEY = "sk-plain-relay-" + "q" * 20
+TOKENS = {"ada": "tok-ada-" + "a" * 24, "bob": "tok-bob-" + "b" * 24, "tess": "tok-tess-" + "t" * 24}
+END_LINE = b'{"text": "", "finish_reason": "stop"}\n'  # as the sandbox ends its streams
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            ok = self.headers.get("Authorization") == f"Bearer {KEY}"
+            seen.append({"ok": ok, "body": body})
+            words = " ".join(f"snow{i}" for i in range(min(body.get("max_tokens", 8), 8)))
+            if not ok:
+                out, status, ctype = b'{"error": {"message": "bad key"}}', 401, "application/json"
+            elif self.headers.get("X-Stream") == "true":
+                out, status, ctype = json.dumps({"text": words}).encode() + b"\n" + END_LINE, 200, "application/x-ndjson"
+            else:
+                out, status, ctype = json.dumps({"output": words}).encode(), 200, "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd.seen = seen
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _config(upstream_url: str, db: Path, redis_url: str = "") -> str:
+    users = "".join(f'[users.{name}]\ntoken_sha256 = "{hashlib.sha256(tok.encode()).hexdigest()}"\n'
+                    f'groups = ["{"staff" if name == "tess" else "students"}"]\n' for name, tok in TOKENS.items())
+    return f"""
+[relay]
+db = "{db}"
+{f'redis_url = "{redis_url}"' if redis_url else ""}
+[profiles.course]
+endpoint = "{upstream_url}"
+protocol = "seed"
+key_env = "CLASS_KEY"
+price_per_1m = 12.0
+max_tokens_cap = 64
+[limits.default]
+qps = 1
+tokens_per_day = 10
+[limits.groups.students]
+qps = 5
+tokens_per_day = 60
+[limits.groups.staff]
+qps = 0
+tokens_per_day = 0
+{users}"""
+
+
+class Relay:
+    def __init__(self, config: Path, log: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "CLASS_KEY": KEY}
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "nb_model.cli", "relay", "--config", str(config),
+                                      "--port", str(self.port)], env=env, stdout=open(log, "ab"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                requests.get(self.url + "api/me", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError(log.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def get(self, path: str, user: str) -> requests.Response:
+        return requests.get(self.url + path, headers={"Authorization": f"Bearer {TOKENS[user]}"}, timeout=10)
+
+    def post(self, user: str, prompt: str, max_tokens: int = 8) -> requests.Response:
+        return requests.post(self.url + "relay/course/v1/generate", headers={"Authorization": f"Bearer {TOKENS[user]}"},
+                             json={"prompt": prompt, "max_tokens": max_tokens}, timeout=10)
+
+
+@pytest.fixture
+def relay(upstream, tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(_config(upstream.url, tmp_path / "state" / "relay.sqlite"))
+    started = [Relay(config, tmp_path / "relay.log")]
+
+    def restart():
+        started[-1].stop()
+        started.append(Relay(config, tmp_path / "relay.log"))
+        return started[-1]
+
+    started[0].restart = restart
+    yield started[0]
+    for r in started:
+        if r.proc.poll() is None:
+            r.stop()
+
+
+def test_a_kernel_finds_the_service_and_its_footer_shows_what_is_left(relay, upstream, shell, monkeypatch, capsys):
+    from nb_model import hub_env
+    hub_env._found.clear()
+    monkeypatch.setenv("NB_MODEL_HUB_URL", relay.url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", TOKENS["ada"])
+    shell.run_line_magic("generate", "profiles")
+    assert "* hub:course" in capsys.readouterr().out
+    shell.run_cell_magic("generate", "--max-tokens 5", "Tell ada about snow")
+    out = capsys.readouterr().out
+    assert "snow0 snow1 snow2 snow3 snow4" in out
+    used = relay.get("api/me", "ada").json()["tokens_used_today"]
+    assert used > 0 and f"{60 - used:,} of 60 tokens left today (UTC)" in out, out
+    shell.run_line_magic("generate", "usage")
+    assert "JupyterHub relay service, user ada: " in capsys.readouterr().out
+    assert upstream.seen[-1]["ok"]
+    assert KEY not in out and KEY not in relay.log.read_text()
+
+
+def test_limits_follow_groups_and_a_token_is_charged_to_its_own_user(relay):
+    assert relay.get("api/me", "tess").json()["limits"] == {"qps": 0.0, "tokens_per_day": 0, "from": "group staff"}
+    for _ in range(20):  # ada spends her 60 tokens
+        reply = relay.post("ada", "ada writes")
+        if reply.status_code == 429 and "daily" in reply.text:
+            break
+        time.sleep(0.21)
+    message = reply.json()["error"]["message"]
+    assert reply.status_code == 429 and "\n" not in message
+    assert message.startswith("nb_model relay: daily token limit") and "user 'ada'" in message
+    assert int(reply.headers["Retry-After"]) > 0
+    assert relay.post("bob", "bob writes").status_code == 200  # bob's budget is his own
+    assert relay.get("api/me", "bob").json()["tokens_used_today"] < relay.get("api/me", "ada").json()["tokens_used_today"]
+    bad = requests.post(relay.url + "relay/course/v1/generate", headers={"Authorization": "Bearer nope"},
+                        json={"prompt": "x"}, timeout=10)
+    assert bad.status_code == 403 and bad.json()["error"]["type"] == "permission_error"
+    assert requests.get(relay.url + "api/usage", timeout=10).status_code == 401
+
+
+def test_the_usage_page_and_counts_survive_a_restart(relay):
+    prompts = {"ada": "ada writes", "bob": "鲍勃写一首关于雪的诗"}  # counted by the shared estimator, CJK too
+    for user, prompt in prompts.items():
+        assert relay.post(user, prompt).status_code == 200
+    teacher = relay.get("api/usage", "tess").json()
+    assert teacher["all_users"] and [u["user"] for u in teacher["users"]] == ["ada", "bob"]
+    answer = " ".join(f"snow{i}" for i in range(8))
+    for line in teacher["users"]:
+        tokens = estimate_tokens(prompts[line["user"]]) + estimate_tokens(answer)
+        assert line["today"] == {"requests": 1, "tokens": tokens, "cost": pytest.approx(tokens * 12.0 / 1e6)}
+    own = relay.get("api/usage", "bob").json()
+    assert not own["all_users"] and [u["user"] for u in own["users"]] == ["bob"]
+    page = relay.get("", "tess").text
+    assert "<td>ada</td>" in page and "<td>bob</td>" in page
+    assert "<td>ada</td>" not in relay.get("", "bob").text
+    me = relay.get("api/me", "ada").json()
+    again = relay.restart()
+    assert again.get("api/usage", "tess").json()["users"] == teacher["users"]
+    assert again.get("api/me", "ada").json()["tokens_used_today"] == me["tokens_used_today"]
+
+
+def test_a_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "relay.toml"
+    bad.write_text('[profiles.course]\nendpoint = "https://api.example.com"\n[limits.groups.students]\nqps = -1\n')
+    done = subprocess.run([sys.executable, "-m", "nb_model.cli", "relay", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "[limits.groups.students]: qps must be" in done.stderr
+    with pytest.raises(ConfigError, match="unknown section"):
+        ServiceConfig({"profile": {}})
+
+
+def test_the_most_generous_group_wins_and_a_users_own_entry_beats_groups():
+    config = ServiceConfig({"profiles": {"p": {"endpoint": "https://x.example"}},
+                            "limits": {"default": {"tokens_per_day": 5},
+                                       "groups": {"a": {"tokens_per_day": 100, "qps": 1},
+                                                  "b": {"tokens_per_day": 0, "qps": 2}},
+                                       "users": {"zoe": {"tokens_per_day": 7}}}})
+    assert config.limits_for("kim", ["a", "b"]) == Limits(2.0, 0, "group b")
+    assert config.limits_for("kim", ["a", "x"]) == Limits(1.0, 100, "group a")
+    assert config.limits_for("kim", []).tokens_per_day == 5
+    assert config.limits_for("zoe", ["b"]) == Limits(0.0, 7, "user zoe")
+
+
+@pytest.mark.redis
+def test_counts_in_redis_survive_a_restart(upstream, tmp_path, redis_server):
+    config = tmp_path / "relay.toml"
+    config.write_text(_config(upstream.url, tmp_path / "relay.sqlite", redis_server))
+    relay = Relay(config, tmp_path / "relay.log")
+    try:
+        before = relay.get("api/me", "ada").json()["tokens_used_today"]  # the Redis server is shared
+        assert relay.post("ada", "ada writes").status_code == 200
+        used = relay.get("api/me", "ada").json()["tokens_used_today"]
+        assert used > before
+    finally:
+        relay.stop()
+    (tmp_path / "relay.sqlite").unlink()  # only Redis keeps the counts now
+    relay = Relay(config, tmp_path / "relay.log")
+    try:
+        assert relay.get("api/me", "ada").json()["tokens_used_today"] == used
+    finally:
+        relay.stop()

@@ -92,6 +92,10 @@ class NbModel(Magics):
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
     @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
+    @argument("--context", metavar="PATH|VAR",
+              help="answer from these documents (a file, a folder, or a variable: list of strings, pandas "
+                   "Series/DataFrame, nb_model.Index), citing the passages used")
+    @argument("--k", type=int, help="with --context: how many passages to retrieve (default 5)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -117,6 +121,13 @@ class NbModel(Magics):
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
         if args.chat is not None and not args.chat.strip():
             raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
+        if args.k is not None and args.context is None:
+            raise UsageError("--k needs --context (the documents to retrieve from)")
+        if args.k is not None and args.k < 1:
+            raise UsageError(f"--k must be at least 1, got {args.k}")
+        if args.context is not None:
+            from .retrieval.magic import run_magic as run_grounded
+            return run_grounded(self, args, cell)
         if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)
@@ -180,6 +191,7 @@ class NbModel(Magics):
         self._store(args, gen)
 
     def _store(self, args, gen) -> None:
+        self.last_generation = gen
         if args.out:  # a valid name: checked before anything was sent
             self.shell.user_ns[args.out] = gen
 

@@ -50,7 +50,7 @@ def build_prompt(question: str, passages: list[Passage], *, window: int, max_tok
     blocks: list[str] = []
     for p in passages:
         block = f"{_header(len(kept) + 1, p)}\n{p.text}"
-        cost = estimate_tokens(block) + 2
+        cost = estimate_tokens(block)  # blank lines between blocks are free for the estimator
         if cost > budget:
             break
         budget -= cost

@@ -6,7 +6,7 @@ deterministic: it quotes, from the passage(s) sharing the most question words, t
 most, and cites their numbers — so tests can check that every citation points at a passage that was sent
 and holds the quoted words. When no passage shares at least a third of the question's words the answer
 says the passages do not contain it. Chinese questions (any CJK character) get a Chinese answer;
-words are Latin words of 3+ letters (minus a few function words) and CJK character bigrams.
+words are Latin words of 3+ letters and CJK character bigrams, minus a few question words ("what", "什么").
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ _SENTENCE = re.compile(r"(?<=[.!?。！？])\s*|\n+")
 _STOP = frozenset("the and are was were what which who whom whose why how does did has have had for from with "
                   "that this these those there their they them into about when where than then also can "
                   "could would should will shall may might must not any all our your you its".split())
+_STOP_ZH = frozenset("什么 么时 时候 多少 怎么 为什 么不 哪些 如何 是否 可以 需要 多久 多长".split())
 MAX_QUOTED = 2
 
 
@@ -27,7 +28,7 @@ def words(text: str) -> set[str]:
     out: set[str] = set()
     for cjk, latin in _WORD.findall(text):
         if cjk:
-            out.update(cjk[i:i + 2] for i in range(max(len(cjk) - 1, 1)))
+            out.update(b for i in range(max(len(cjk) - 1, 1)) if (b := cjk[i:i + 2]) not in _STOP_ZH)
         elif latin.lower() not in _STOP:
             w = latin.lower()
             out.add(w[:-1] if len(w) > 4 and w.endswith("s") and w[-2] not in "su" else w)

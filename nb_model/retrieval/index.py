@@ -193,8 +193,8 @@ class Index:
     def _from_path(self, path: Path, use_cache: bool, progress) -> list[list[str]]:
         if not path.exists():
             raise ConfigError(f"context: no such file or folder: {os.fspath(path)!r}")
+        self.source_label = os.fspath(path)  # as the user wrote it (outputs stay the same on any machine)
         path = path.absolute()
-        self.source_label = os.fspath(path)
         if path.is_file():
             root, files = path.parent, [path]
         else:

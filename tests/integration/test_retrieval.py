@@ -76,6 +76,10 @@ def test_no_relevant_passage_says_so(shell, sandbox, use_endpoint, docs):
     res, cap = run(shell, f"%%generate --context {docs} -o g\nWho painted the famous portrait in Florence?")
     assert res.success
     assert "do not contain the answer" in shell.user_ns["g"].text
+    res, cap = run(shell, f"%%generate --context {docs} -o g\nWhat is the price of a season ticket for the ferry?")
+    g = shell.user_ns["g"]  # a passage about tickets is sent, but it shares too few of the question's words
+    assert g.passages and "do not contain the answer" in g.text
+    assert citations(cap)["text/plain"].startswith("passages sent (none cited):\n[1] ")
     res, cap = run(shell, f"%%generate --context {docs} -o g\nZebra quantum xylophone?")
     assert "do not contain the answer" in shell.user_ns["g"].text
     assert "no passage of the context matches" in citations(cap)["text/plain"]
@@ -97,14 +101,21 @@ def test_index_cache_reused_and_changed_file_reindexed(shell, sandbox, use_endpo
     res, cap = run(shell, cell)
     assert shell.user_ns["g"].cached and requests_seen(sandbox, 1) == 1  # same passages: the answer is cached
     lease = docs / "en" / "lease.md"
-    lease.write_text(lease.read_text().replace("sixty days", "ninety days"), encoding="utf-8")
+    size = lease.stat().st_size
+    lease.write_text(lease.read_text().replace("sixty days", "fifty days"), encoding="utf-8")  # same size
     os.utime(lease, ns=(lease.stat().st_atime_ns, lease.stat().st_mtime_ns + 10**9))
+    assert lease.stat().st_size == size
     changed = Index(docs)
     assert changed.stats["read"] == 1 and changed.stats["reused"] == 6
     res, cap = run(shell, cell)
     g = shell.user_ns["g"]
-    assert not g.cached and "ninety days of written notice" in g.text  # the cache key holds the passages
+    assert not g.cached and "fifty days of written notice" in g.text  # the cache key holds the passages
     assert requests_seen(sandbox, 2) == 2
+    stamp = lease.stat().st_mtime_ns  # a new size with the old modification time is read again too
+    lease.write_text(lease.read_text().replace("fifty days", "ninety days"), encoding="utf-8")
+    os.utime(lease, ns=(stamp, stamp))
+    resized = Index(docs)
+    assert resized.stats["read"] == 1 and any("ninety days" in p.text for p in resized.passages)
 
 
 def test_variables_as_context_and_python_api(shell, sandbox, use_endpoint):
@@ -306,3 +317,33 @@ def test_context_budget_with_16k_profile_and_huge_folder(shell, minimal_server, 
     assert estimate_tokens(sent) + 2048 <= 16384
     assert estimate_tokens(sent) + 2048 > 16384 - 200  # filled, not starved
     assert 100 < len(g.passages) < 2000 and f"[{len(g.passages)}] (" in sent and f"[{len(g.passages) + 1}] (" not in sent
+
+
+def test_load_ext_imports_no_retrieval_code():
+    import subprocess
+    import sys
+    code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+            "InteractiveShell.instance().run_line_magic('load_ext', 'nb_model')\n"
+            "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'nb_model.retrieval') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_progress_line_past_the_threshold(shell, sandbox, use_endpoint, docs, monkeypatch):
+    from nb_model.retrieval import index
+    use_endpoint(sandbox)
+    monkeypatch.setattr(index, "PROGRESS_AFTER_S", 0.0)  # every build is "slow": the line shows
+    res, cap = run(shell, f"%%generate --context {docs}\nWhen is the security deposit returned?")
+    assert res.success and "nb_model: indexing 7/7 files — done" in cap.stderr
+    monkeypatch.setattr(index, "PROGRESS_AFTER_S", 60.0)
+    res, cap = run(shell, f"%%generate --context {docs}\nWhen is the security deposit returned?")
+    assert "indexing" not in cap.stderr
+
+
+def test_without_bm25s_one_line(shell, sandbox, use_endpoint, docs, monkeypatch):
+    import sys
+    use_endpoint(sandbox)
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # as if not installed: import fails
+    res, cap = run(shell, f"%%generate --context {docs}\nWhen is the security deposit returned?")
+    assert not res.success and "pip install 'nb_model[rag]'" in cap.stderr
+    assert len(cap.stderr.strip().splitlines()) == 1 and sandbox.stats()["requests"] == 0

@@ -95,6 +95,12 @@ def main() -> None:
         cold.search("tenant deposit notice")
         t_cold = time.perf_counter() - t
         t = time.perf_counter()
+        again = Index(docs, progress=False)
+        again.search("tenant deposit notice")
+        t_again = time.perf_counter() - t
+        from nb_model.retrieval import index
+        index._MEMORY.clear()  # as in a new kernel: only the on-disk cache
+        t = time.perf_counter()
         warm = Index(docs, progress=False)
         warm.search("tenant deposit notice")
         t_warm = time.perf_counter() - t
@@ -110,6 +116,8 @@ def main() -> None:
             ("cold build + first search", f"{t_cold:.2f} s", cold.stats["read"]),
             ("warm build (index cache) + first search", f"{t_warm:.2f} s", warm.stats["read"]),
             ("warm / cold", f"{t_warm / t_cold:.2f}x", ""),
+            ("re-run in the same kernel (files unchanged) + first search", f"{t_again * 1000:.0f} ms",
+             again.stats["read"]),
             (f"query p50 ({len(lat)} queries, k=5)", f"{statistics.median(lat) * 1000:.1f} ms", ""),
         ])
     finally:

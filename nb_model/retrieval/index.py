@@ -28,6 +28,9 @@ SUFFIXES = TEXT_SUFFIXES + (".ipynb", ".csv", ".pdf")
 SKIP_DIRS = {".git", ".nb_model", ".ipynb_checkpoints", "__pycache__", "node_modules", ".venv"}
 CACHE_VERSION = 1
 PROGRESS_AFTER_S = 1.0
+# The last build of each folder in this process: (files' paths, sizes, mtimes) -> passages, terms, BM25 model.
+# A re-run over unchanged files skips even the on-disk cache; one entry per folder, replaced on change.
+_MEMORY: dict[tuple, tuple] = {}
 
 
 @dataclass
@@ -149,6 +152,8 @@ class Index:
         self.warnings: list[str] = []
         self.stats = {"files": 0, "read": 0, "reused": 0, "skipped": 0, "passages": 0}
         self.source_label = ""
+        self._memo_key = None  # this build's entry in _MEMORY, if it made or reused one
+        self._bm25_memo = None
         terms: list[list[str]] = []
         if isinstance(source, (str, os.PathLike)):
             terms = self._from_path(Path(os.fspath(source)).expanduser(), cache, progress)
@@ -201,6 +206,14 @@ class Index:
             root, files = path, sorted(self._walk(path))
         if not files:
             raise ConfigError(f"context: no documents in {os.fspath(path)!r} (looked for {' '.join(SUFFIXES)})")
+        memo_key = (os.fspath(path), self.chunk_tokens, self._fingerprint(root, files))
+        remembered = _MEMORY.get(memo_key[:2]) if use_cache else None
+        if remembered is not None and remembered[0] == memo_key[2]:  # nothing changed since the last build here
+            _, self.passages, terms, self._bm25_memo = remembered
+            self.passages = list(self.passages)
+            self.stats.update(files=len(files), reused=len(files))
+            self._memo_key = memo_key
+            return terms
         cache_file = _cache_file(path, self.chunk_tokens) if use_cache else None
         cached = self._load_cache(cache_file)
         fresh: dict[str, Any] = {}
@@ -247,7 +260,21 @@ class Index:
         if not self.passages:
             why = f" ({self.warnings[0]})" if self.warnings else ""
             raise ConfigError(f"context: no text found in {os.fspath(path)!r}{why}")
+        if use_cache and not self.warnings:
+            self._memo_key = memo_key
+            _MEMORY[memo_key[:2]] = (memo_key[2], tuple(self.passages), terms, None)
         return terms
+
+    @staticmethod
+    def _fingerprint(root: Path, files: list[Path]) -> tuple:
+        out = []
+        for file in files:
+            try:
+                st = file.stat()
+            except OSError:
+                return ()
+            out.append((file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     @staticmethod
     def _walk(folder: Path):
@@ -290,8 +317,13 @@ class Index:
                 import bm25s
             except ImportError:
                 raise ConfigError("searching documents needs bm25s: pip install 'nb_model[rag]'") from None
-            model = bm25s.BM25()
-            model.index(self._terms, show_progress=False)
+            model = self._bm25_memo
+            if model is None:
+                model = bm25s.BM25()
+                model.index(self._terms, show_progress=False)
+                if self._memo_key is not None and _MEMORY.get(self._memo_key[:2], (None,))[0] == self._memo_key[2]:
+                    fp, passages, terms, _ = _MEMORY[self._memo_key[:2]]
+                    _MEMORY[self._memo_key[:2]] = (fp, passages, terms, model)
             self._bm25 = model
         return self._bm25
 

@@ -111,15 +111,24 @@ def chunks(text: str, budget: int = 200) -> list[tuple[str, int, int]]:
 
 
 def _cut_at_budget(s: str, budget: int) -> int:
+    """Where to cut `s` so the head stays within `budget` tokens: after the last whole word that fits
+    (the estimate adds up over whitespace-separated words), else inside a long word (a CJK run)."""
+    used = 0
+    for m in re.finditer(r"\S+\s*", s):
+        n = estimate_tokens(m.group())
+        if used + n > budget:
+            if m.start() > 0:
+                return m.start()
+            break
+        used += n
     lo, hi = 1, len(s)
-    while lo < hi:  # the longest prefix within the budget
+    while lo < hi:  # one word over budget: the longest prefix within it
         mid = (lo + hi + 1) // 2
         if estimate_tokens(s[:mid]) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    space = s.rfind(" ", 0, lo)
-    return space if space > lo // 2 else lo
+    return lo
 
 
 def _join(pieces: list[tuple[str, int, int]]) -> tuple[str, int, int]:

@@ -91,6 +91,10 @@ def test_index_cache_reused_and_changed_file_reindexed(shell, sandbox, use_endpo
     first = Index(docs)
     assert first.stats["read"] == 7 and first.stats["reused"] == 0
     assert list((tmp_path / "nbcache" / "index").glob("*.json"))
+    same_kernel = Index(docs)  # unchanged files: the passages and BM25 model of the last build, no file read
+    assert same_kernel.stats["read"] == 0 and same_kernel.stats["reused"] == 7
+    from nb_model.retrieval import index
+    index._MEMORY.clear()  # as in a new kernel: the on-disk index cache
     again = Index(docs)
     assert again.stats["read"] == 0 and again.stats["reused"] == 7
     assert [p.text for p in again.passages] == [p.text for p in first.passages]

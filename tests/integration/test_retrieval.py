@@ -43,7 +43,7 @@ def check_citations(gen) -> list[int]:
     return numbers
 
 
-@pytest.mark.parametrize("protocol", ["seed", "openai"])
+@pytest.mark.parametrize("protocol", ["seed", "openai", "openai-completions"])
 def test_magic_answers_with_citations_that_map_to_shown_passages(shell, sandbox, use_endpoint, docs, protocol):
     use_endpoint(sandbox, protocol=protocol)
     res, cap = run(shell, f"%%generate --context {docs} --k 3 -o g\n"
@@ -83,6 +83,8 @@ def test_no_relevant_passage_says_so(shell, sandbox, use_endpoint, docs):
     res, cap = run(shell, f"%%generate --context {docs} -o g\nZebra quantum xylophone?")
     assert "do not contain the answer" in shell.user_ns["g"].text
     assert "no passage of the context matches" in citations(cap)["text/plain"]
+    res, cap = run(shell, f"%%generate --context {docs} -o g\n火车票多少钱？")
+    assert shell.user_ns["g"].text == "[sandbox] 这些段落中没有这个问题的答案。"
 
 
 def test_index_cache_reused_and_changed_file_reindexed(shell, sandbox, use_endpoint, docs, tmp_path, monkeypatch):

@@ -201,6 +201,9 @@ class Index:
         self.source_label = os.fspath(path)  # as the user wrote it (outputs stay the same on any machine)
         path = path.absolute()
         if path.is_file():
+            if not path.name.lower().endswith(SUFFIXES):
+                raise ConfigError(f"context: cannot read {path.suffix or 'suffix-less'} files "
+                                  f"({os.fspath(path)!r}); readable: {' '.join(SUFFIXES)}")
             root, files = path.parent, [path]
         else:
             root, files = path, sorted(self._walk(path))
@@ -229,7 +232,9 @@ class Index:
                 self._skip(rel, exc.strerror or type(exc).__name__)
                 continue
             entry = cached.get(rel)
-            if entry and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns:
+            if (isinstance(entry, dict) and entry.get("size") == st.st_size
+                    and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("passages"), list)
+                    and isinstance(entry.get("terms"), list)):
                 self.stats["reused"] += 1
             else:
                 try:

@@ -31,6 +31,8 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
   and a small temperature change moves only a few words.
 * The reply stops after a whole sentence once 40-120 tokens (fixed by the
   prompt) are out; a prompt with the word "long" or "essay" aims at ~3000.
+* A grounded prompt (numbered passages, then a question) is answered by quoting the passage(s) that
+  share the most question words and citing their numbers (see `grounded.py`).
 * A prompt asking for a format ("as JSON", "in Markdown", "in Python",
   "as HTML") gets the same kind of sentences wrapped in that format, so the
   output formats of the magic can be shown.

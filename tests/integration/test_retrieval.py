@@ -152,6 +152,7 @@ def test_variables_as_context_and_python_api(shell, sandbox, use_endpoint):
     ("%%generate --context missing_var\nq?", "--context missing_var: no variable and no file or folder"),
     ("%%generate --context empty\nq?", "no documents in"),
     ("%%generate --context docs --k 0\nq?", "--k must be at least 1"),
+    ("%%generate --context report.docx\nq?", "context: cannot read .docx files"),
     ("%%generate --k 3\nq?", "--k needs --context"),
     ("%%generate --context number\nq?", "context must be a path, a list of strings, a pandas Series or DataFrame"),
     ("%%generate --context mixed\nq?", "got a list holding a int"),
@@ -160,6 +161,7 @@ def test_variables_as_context_and_python_api(shell, sandbox, use_endpoint):
 def test_bad_input_is_one_line(shell, sandbox, use_endpoint, docs, tmp_path, cell, expect):
     use_endpoint(sandbox)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "report.docx").write_bytes(b"PK")
     shell.user_ns.update(number=42, mixed=["text", 3])
     res, cap = run(shell, cell)
     assert not res.success
@@ -353,3 +355,17 @@ def test_without_bm25s_one_line(shell, sandbox, use_endpoint, docs, monkeypatch)
     res, cap = run(shell, f"%%generate --context {docs}\nWhen is the security deposit returned?")
     assert not res.success and "pip install 'nb_model[rag]'" in cap.stderr
     assert len(cap.stderr.strip().splitlines()) == 1 and sandbox.stats()["requests"] == 0
+
+
+def test_damaged_index_cache_is_rebuilt(docs, tmp_path, monkeypatch):
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "nbcache" / "cache.sqlite"))
+    from nb_model import Index
+    from nb_model.retrieval import index
+    Index(docs)
+    (cache_file,) = (tmp_path / "nbcache" / "index").glob("*.json")
+    for damage in ('{"version": 1, "files": {"en/lease.md": 5, "en/bakery.md": {"size": "x"}}}', "{not json", "[]"):
+        cache_file.write_text(damage, encoding="utf-8")
+        index._MEMORY.clear()
+        idx = Index(docs)
+        assert idx.stats["files"] == 7 and idx.stats["read"] >= 2 and not idx.warnings
+        assert idx.search("security deposit")[0].source == "en/lease.md"

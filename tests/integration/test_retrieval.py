@@ -18,6 +18,16 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "rag"
 QUESTIONS = json.loads((DATA / "questions.json").read_text(encoding="utf-8"))
 
 
+@pytest.fixture(autouse=True)
+def _forget_variables():
+    """The IPython shell is shared by the whole run: take this module's variables out of it afterwards."""
+    yield
+    from IPython.core.interactiveshell import InteractiveShell
+    if InteractiveShell.initialized():
+        for name in ("notes", "notes_s", "notes_df", "idx", "number", "mixed"):
+            InteractiveShell.instance().user_ns.pop(name, None)
+
+
 @pytest.fixture
 def docs(tmp_path):
     folder = tmp_path / "docs"
@@ -149,8 +159,8 @@ def test_variables_as_context_and_python_api(shell, sandbox, use_endpoint):
 
 @pytest.mark.parametrize("cell, expect", [
     ("%%generate --context no/such/folder\nq?", "no such file or folder: 'no/such/folder'"),
-    ("%%generate --context missing_var\nq?", "--context missing_var: no variable and no file or folder"),
-    ("%%generate --context empty\nq?", "no documents in"),
+    ("%%generate --context missing_var_9f2\nq?", "--context missing_var_9f2: no variable and no file or folder"),
+    ("%%generate --context empty-dir\nq?", "no documents in"),
     ("%%generate --context docs --k 0\nq?", "--k must be at least 1"),
     ("%%generate --context report.docx\nq?", "context: cannot read .docx files"),
     ("%%generate --k 3\nq?", "--k needs --context"),
@@ -160,7 +170,7 @@ def test_variables_as_context_and_python_api(shell, sandbox, use_endpoint):
 ])
 def test_bad_input_is_one_line(shell, sandbox, use_endpoint, docs, tmp_path, cell, expect):
     use_endpoint(sandbox)
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty-dir").mkdir()
     (tmp_path / "report.docx").write_bytes(b"PK")
     shell.user_ns.update(number=42, mixed=["text", 3])
     res, cap = run(shell, cell)

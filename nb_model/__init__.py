@@ -4,7 +4,7 @@
     %%generate --max-tokens 200 -t 0.7
     Explain {topic} in plain words.
 
-Python API: `generate`, `stream`, `generate_many`, `Panel`, `history`.
+Python API: `generate`, `stream`, `generate_many`, `Panel`, `history`, `Index`.
 Everything heavy is imported on first use so `%load_ext nb_model` stays fast.
 """
 from __future__ import annotations
@@ -27,15 +27,26 @@ def stream(prompt: str, *, profile: str | None = None, model: str | None = None,
     return _client(profile, model).stream(prompt, **params)
 
 
-def generate(prompt: str, *, profile: str | None = None, model: str | None = None, tools=None,
-             **params) -> "Generation":
+def generate(prompt: str, *, profile: str | None = None, model: str | None = None, tools=None, context=None,
+             k: int | None = None, **params) -> "Generation":
     """Generate a whole answer and return a `Generation` (text, finish_reason, usage, timings).
 
-    `tools=[f, g]`: functions the model may call (see nb_model.tools); `.exchange` then holds every call."""
+    `tools=[f, g]`: functions the model may call (see nb_model.tools); `.exchange` then holds every call.
+    `context` (a path, list of strings, pandas Series/DataFrame or `Index`): answer from its `k` (default 5)
+    best passages, citing them by number; the Generation's `.passages` holds the passages sent."""
+    if tools is not None and (context is not None or k is not None):
+        from .errors import ConfigError
+        raise ConfigError("use either tools= or context=, not both")
     if tools is not None:
         from .tools.loop import run_tools
         params.setdefault("stream", False)
         return run_tools(_client(profile, model), prompt, tools, **params)
+    if context is not None or k is not None:
+        if context is None:
+            from .errors import ConfigError
+            raise ConfigError("k needs context= (the documents to retrieve from)")
+        from .retrieval import generate as grounded
+        return grounded(_client(profile, model), prompt, context, k=k, **params)
     return _client(profile, model).generate(prompt, **params)
 
 
@@ -65,6 +76,8 @@ def __getattr__(name: str):
         "history": ("cache", "history"),
         "start_sandbox": ("sandbox", "start_sandbox"),
         "tool": ("tools", "tool"),
+        "Index": ("retrieval", "Index"),
+        "Passage": ("retrieval", "Passage"),
     }
     if name in lazy:
         import importlib

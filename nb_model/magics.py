@@ -100,6 +100,10 @@ class NbModel(Magics):
     @argument("--confirm", action="store_true", help="with --tools: ask before running each call")
     @argument("--tool-timeout", type=float, default=30.0, dest="tool_timeout", metavar="S",
               help="with --tools: seconds a call may run (default 30)")
+    @argument("--context", metavar="PATH|VAR",
+              help="answer from these documents (a file, a folder, or a variable: list of strings, pandas "
+                   "Series/DataFrame, nb_model.Index), citing the passages used")
+    @argument("--k", type=int, help="with --context: how many passages to retrieve (default 5)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -125,9 +129,18 @@ class NbModel(Magics):
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
         if args.chat is not None and not args.chat.strip():
             raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
+        if args.tools is not None and args.context is not None:
+            raise UsageError("use either --tools or --context, not both")
         if args.tools is not None:
             from .tools.magic import run_magic as run_tools
             return run_tools(self, args, cell)
+        if args.k is not None and args.context is None:
+            raise UsageError("--k needs --context (the documents to retrieve from)")
+        if args.k is not None and args.k < 1:
+            raise UsageError(f"--k must be at least 1, got {args.k}")
+        if args.context is not None:
+            from .retrieval.magic import run_magic as run_grounded
+            return run_grounded(self, args, cell)
         if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)
@@ -192,6 +205,7 @@ class NbModel(Magics):
         self._store(args, gen)
 
     def _store(self, args, gen) -> None:
+        self.last_generation = gen
         if args.out:  # a valid name: checked before anything was sent
             self.shell.user_ns[args.out] = gen
 

@@ -31,6 +31,8 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
   and a small temperature change moves only a few words.
 * The reply stops after a whole sentence once 40-120 tokens (fixed by the
   prompt) are out; a prompt with the word "long" or "essay" aims at ~3000.
+* A grounded prompt (numbered passages, then a question) is answered by quoting the passage(s) that
+  share the most question words and citing their numbers (see `grounded.py`).
 * A prompt asking for a format ("as JSON", "in Markdown", "in Python",
   "as HTML") gets the same kind of sentences wrapped in that format, so the
   output formats of the magic can be shown.
@@ -46,6 +48,7 @@ import random
 import re
 from typing import Generator, Iterator, Protocol, Sequence
 
+from .grounded import answer as answer_grounded
 from .vocab import SHAPES, STOPWORDS, VOCABULARIES, Vocabulary
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -184,6 +187,9 @@ class SimulatedEngine:
         sampler = _Sampler(key, seed, temperature, top_p, top_k)
         target = LONG_TARGET if _LONG_RE.search(prompt) else 40 + int.from_bytes(key[:2], "big") % 81
         vocab, nouns = VOCABULARIES[lang], _prompt_nouns(prompt, VOCABULARIES[lang])
+        grounded = answer_grounded(prompt)
+        if grounded is not None:  # numbered passages and a question: quote and cite (see grounded.py)
+            return TokenStream(_limit(iter(_PIECE_RE.findall(grounded)), max_tokens))
         shape = _FORMAT_RE.search(prompt)
         if shape:
             text = _formatted(shape.group(1).lower(), vocab, nouns, sampler)

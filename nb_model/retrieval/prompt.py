@@ -1,0 +1,104 @@
+"""The grounded prompt (numbered passages + question) within a context window, and the citations display.
+
+The prompt is plain text, so it works the same on every protocol (the seed API's `prompt`, an OpenAI
+user message or completion prompt); it becomes the request's prompt, so the cache key holds the
+passages and a changed document gets a fresh answer::
+
+    Answer the question using only the numbered passages below. Cite the passages you use by their
+    numbers in square brackets, like [1]. If the passages do not contain the answer, say so.
+
+    Passages:
+    [1] (contract.md, lines 3-7)
+    …
+
+    Question: …
+    Answer:
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from ..errors import ConfigError
+from ..tokens import estimate_tokens
+from .index import Passage
+
+INSTRUCTION = ("Answer the question using only the numbered passages below. Cite the passages you use by "
+               "their numbers in square brackets, like [1]. If the passages do not contain the answer, say so.")
+DEFAULT_REPLY_TOKENS = 512  # reserved for the answer when max_tokens is not set
+MARGIN = 32  # tokens kept free for the protocol's wrapping (role names, "Assistant:")
+_CITE = re.compile(r"\[(\d{1,3})\]")
+
+
+def _header(n: int, p: Passage) -> str:
+    return f"[{n}] ({p.where})"
+
+
+def build_prompt(question: str, passages: list[Passage], *, window: int, max_tokens: int | None = None,
+                 system: str | None = None) -> tuple[str, list[Passage]]:
+    """(prompt, the passages it holds): passages in rank order while the whole request fits `window`
+    (the question, the system text, this instruction and `max_tokens` for the reply all count)."""
+    question = question.strip()
+    reply = max_tokens or min(DEFAULT_REPLY_TOKENS, window // 4)
+    tail = f"\n\nQuestion: {question}\nAnswer:"
+    fixed = estimate_tokens(INSTRUCTION + "\n\nPassages:\n" + tail) + estimate_tokens(system or "") + MARGIN
+    budget = window - reply - fixed
+    if budget <= 0:
+        raise ConfigError(f"the question and max_tokens={reply} leave no room for passages in the "
+                          f"{window}-token context window: lower max_tokens or shorten the question")
+    kept: list[Passage] = []
+    blocks: list[str] = []
+    for p in passages:
+        block = f"{_header(len(kept) + 1, p)}\n{p.text}"
+        cost = estimate_tokens(block)  # blank lines between blocks are free for the estimator
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append(p)
+        blocks.append(block)
+    body = "\n\n".join(blocks) if blocks else "(no passage matches the question)"
+    return f"{INSTRUCTION}\n\nPassages:\n{body}{tail}", kept
+
+
+def cited(answer: str, count: int) -> tuple[list[int], list[int]]:
+    """(numbers cited that exist among `count` passages, in first-cited order; numbers cited that do not)."""
+    good, bad = [], []
+    for m in _CITE.finditer(answer):
+        n = int(m.group(1))
+        target = good if 1 <= n <= count else bad
+        if n not in target:
+            target.append(n)
+    return good, bad
+
+
+def citations_bundle(answer: str, passages: list[Passage]) -> dict | None:
+    """A MIME bundle listing the cited passages (collapsible in HTML, indented text otherwise); when the
+    answer cites none, the passages that were sent. None when no passage was sent."""
+    if not passages:
+        return {"text/plain": "(no passage of the context matches the question)",
+                "text/html": '<div style="color:#777;font-size:85%">(no passage of the context matches the '
+                             'question)</div>'}
+    good, bad = cited(answer, len(passages))
+    numbers = good or list(range(1, len(passages) + 1))
+    title = "cited passages" if good else "passages sent (none cited)"
+    plain = [f"{title}:"]
+    rich = [f'<div style="font-size:85%;color:#555">{title}:</div>']
+    for n in numbers:
+        p = passages[n - 1]
+        body = p.text.strip()
+        plain.append(f"[{n}] {p.where} (score {p.score:.2f})")
+        plain += ["    " + line for line in body.splitlines() if line.strip()]
+        rich.append(f'<details><summary>[{n}] {html.escape(p.where)} '
+                    f'<span style="color:#777">(score {p.score:.2f})</span></summary>'
+                    f'<div style="white-space:pre-wrap;margin:0.3em 0 0.6em 1.5em">{html.escape(body)}</div>'
+                    f'</details>')
+    if bad:
+        warn = f"⚠ the answer cites {', '.join(f'[{n}]' for n in bad)}, which no sent passage has"
+        plain.append(warn)
+        rich.append(f'<div style="color:#b36b00;font-size:85%">{html.escape(warn)}</div>')
+    return {"text/plain": "\n".join(plain), "text/html": "".join(rich)}
+
+
+def show_citations(answer: str, passages: list[Passage]) -> None:
+    from IPython.display import display
+    display(citations_bundle(answer, passages), raw=True)

@@ -91,7 +91,10 @@ class NbModel(Magics):
     @argument("--over", metavar="VAR",
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
-    @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
+    @argument("--workers", type=int, default=None,
+              help="with --over: most requests in flight (default: as the rate limit and latency need, ≤ 64)")
+    @argument("--pack", metavar="N|auto", default=None,
+              help="with --over: up to N short prompts per request (or auto), split back per item")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):

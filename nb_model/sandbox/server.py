@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from .engine import Engine, SimulatedEngine, TokenStream
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
+from .packing import packed_answer
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
 CONTEXT_WINDOW = 16384  # tokens, when neither the caller nor the engine says
@@ -152,9 +153,10 @@ class SandboxServer:
         self.stop()
 
     # -- test controls --------------------------------------------------------
-    def inject(self, fault: str, times: int = 1) -> None:
-        """Make the next `times` generation requests suffer `fault` (see `faults.py`)."""
-        self.faults.push(fault, times)
+    def inject(self, fault: str, times: int = 1, seconds: float | None = None) -> None:
+        """Make the next `times` generation requests suffer `fault`, or every one during the next
+        `seconds` (an outage); see `faults.py`."""
+        self.faults.push(fault, times, seconds)
 
     def clear_faults(self) -> int:
         """Drop every queued fault; returns how many requests they would have hit."""
@@ -347,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"null")
                 if not isinstance(body, dict) or "fault" not in body:
                     raise ValueError('expected {"fault": "<spec>", "times": N}')
-                queue.push(body["fault"], body.get("times", 1))
+                queue.push(body["fault"], body.get("times", 1), body.get("seconds"))
             except ValueError as exc:  # JSONDecodeError included
                 return self._error(400, str(exc).splitlines()[0])
         self._json(200, {"pending": queue.pending()})
@@ -384,7 +386,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = Reply(id=wire.id_prefix + self.request_id[len("req_"):],  # the asked model's name, as vLLM does
                       created=int(time.time()), model=job.model or sandbox.engine.model)
-        tokens = TokenStream(self._shaped(sandbox.engine.generate(job.prompt, **job.params()),
+        answer = packed_answer(sandbox.engine, job.prompt, job.params(), fault.kind)  # a packed prompt
+        tokens = TokenStream(self._shaped(answer or sandbox.engine.generate(job.prompt, **job.params()),
                                           fault, rate))
         send = self._stream if job.stream else self._whole
         try:

@@ -41,8 +41,8 @@ HEADER_TOKENS = 8         # budget for one "### k #tag" line in the answer
 INSTRUCTIONS = ("Answer each of the {n} numbered items below on its own. Reply with exactly {n} sections in the "
                 "same order; start section k with the line \"### k #{tag}\" and write nothing else. "
                 "Keep each answer under {budget} tokens.")
-_INSTRUCTIONS_RE = re.compile(r"\AAnswer each of the (\d+) numbered items below on its own\. .*?"
-                              r"\"### k #([0-9a-f]{6})\".*?Keep each answer under (\d+) tokens\.\n\n", re.S)
+_INSTRUCTIONS_RE = re.compile(r"^Answer each of the (\d+) numbered items below on its own\. .*?"
+                              r"\"### k #([0-9a-f]{6})\".*?Keep each answer under (\d+) tokens\.\n\n", re.S | re.M)
 
 
 def tag_of(prompts: Sequence[str]) -> str:
@@ -68,7 +68,7 @@ def build(prompts: Sequence[str], item_tokens: int) -> str:
 
 def parse_request(prompt: str) -> tuple[list[str], int] | None:
     """(items, per-item token budget) of a packed prompt made by `build`, else None."""
-    m = _INSTRUCTIONS_RE.match(prompt)
+    m = _INSTRUCTIONS_RE.search(prompt)
     if m is None:
         return None
     n, tag, budget = int(m.group(1)), m.group(2), int(m.group(3))
@@ -91,15 +91,15 @@ def split_answer(text: str, n: int, tag: str, truncated: bool = False) -> list[s
             continue
         end = marks[i + 1][0].start() if i + 1 < len(marks) else len(text)
         parts[k - 1] = text[m.end():end].strip("\n").strip()
-    if truncated and marks:
-        last = marks[-1][1]
-        if 1 <= last <= n:
-            parts[last - 1] = None
     parts = [p if p else None for p in parts]
     # a missing header runs that answer into the section before it: distrust the one before a gap too
     gaps = [k for k in range(1, n) if parts[k] is None]
     for k in gaps:
         parts[k - 1] = None
+    if truncated and marks:  # the answer hit max_tokens: its last section may be cut short
+        last = marks[-1][1]
+        if 1 <= last <= n:
+            parts[last - 1] = None
     return parts
 
 

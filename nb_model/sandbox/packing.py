@@ -28,13 +28,17 @@ def packed_answer(engine: Any, prompt: str, params: dict, fault: str = "") -> To
     is a real model, which reads the instructions itself)."""
     if not isinstance(engine, SimulatedEngine):
         return None
+    before, after = "", ""
+    if prompt.endswith("\nAssistant:") and "User: Answer each" in prompt:  # a chat request, flattened (see
+        at = prompt.rindex("User: Answer each") + len("User: ")       # engine.messages_to_prompt): each item
+        before, after, prompt = prompt[:at], "\nAssistant:", prompt[at: -len("\nAssistant:")]  # as a chat
     parsed = packing.parse_request(prompt)
     if parsed is None:
         return None
     items, budget = parsed
     tag = packing.tag_of(items)
     item_params = {**params, "max_tokens": min(budget, params.get("max_tokens") or budget)}
-    sections = [[packing.header(k, tag), "".join(engine.generate(item, **item_params)).strip()]
+    sections = [[packing.header(k, tag), "".join(engine.generate(before + item + after, **item_params)).strip()]
                 for k, item in enumerate(items, 1)]
     broken = min(2, len(sections)) - 1
     if fault == "pack-drop":

@@ -7,14 +7,14 @@ items per second, and the instructions are paid once per pack instead of once pe
 A pack is a numbered list with a clear answer format::
 
     Answer each of the 3 numbered items below on its own. Reply with exactly 3 sections in the
-    same order; start section k with the line "### k #1f0a9c" and write nothing else. Keep each
+    same order; start section k with the line "### k #kqdmwa" and write nothing else. Keep each
     answer under 20 tokens.
 
-    ### 1 #1f0a9c
+    ### 1 #kqdmwa
     <prompt 1>
     ...
 
-The tag after the number (`#1f0a9c`) is a digest of the pack's prompts, so an answer
+The tag after the number (`#kqdmwa`) is a digest of the pack's prompts, so an answer
 that itself contains "### 2" (Markdown headings, quoted delimiters) does not split
 the answer there. `split_answer` returns, per item, its text or None when its part is
 missing, duplicated or cannot be read — and for the item before a missing part, whose
@@ -42,13 +42,14 @@ INSTRUCTIONS = ("Answer each of the {n} numbered items below on its own. Reply w
                 "same order; start section k with the line \"### k #{tag}\" and write nothing else. "
                 "Keep each answer under {budget} tokens.")
 _INSTRUCTIONS_RE = re.compile(r"^Answer each of the (\d+) numbered items below on its own\. .*?"
-                              r"\"### k #([0-9a-f]{6})\".*?Keep each answer under (\d+) tokens\.\n\n", re.S | re.M)
+                              r"\"### k #([a-z]{6})\".*?Keep each answer under (\d+) tokens\.\n\n", re.S | re.M)
 
 
 def tag_of(prompts: Sequence[str]) -> str:
-    """Six hex digits naming a pack (a digest of its prompts: the same pack gets the same request)."""
-    digest = hashlib.sha256("\x00".join(prompts).encode("utf-8", "surrogatepass")).hexdigest()
-    return digest[:6]
+    """Six letters naming a pack (a digest of its prompts: the same pack gets the same request). Letters,
+    not hex digits: a word costs one token, six digits cost six."""
+    digest = hashlib.sha256("\x00".join(prompts).encode("utf-8", "surrogatepass")).digest()
+    return "".join(chr(ord("a") + b % 26) for b in digest[:6])
 
 
 def header(k: int, tag: str) -> str:

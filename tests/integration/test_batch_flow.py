@@ -174,7 +174,6 @@ nb_model.add_profile("limited", endpoint=endpoint, qps=10)
 time.sleep(max(0.0, start_at - time.time()))
 got = generate_many([f"{tag} prompt {i}" for i in range(n)], profile="limited", progress=False, cache="off",
                     max_tokens=5)
-from nb_model.client import client_for
 print(json.dumps({"ok": sum(g.finish_reason in ("stop", "length") for g in got),
                   "errors": [g.error for g in got if g.error]}))
 """

@@ -2,7 +2,6 @@
 the split back per item, the fallback for broken packs, per-item cache entries and history rows,
 apportioned usage. Against the real sandbox (which answers packs deterministically) and a minimal seed
 server written here from the API docs' examples, answering like a model that reads the instructions."""
-import json
 import math
 import re
 
@@ -165,7 +164,8 @@ def test_over_magic_with_pack(shell, use_endpoint):
     with SandboxServer(port=0, qps=0) as server:
         use_endpoint(server)
         shell.user_ns["frame"] = pd.DataFrame({"animal": ["owl", "fox", "eel", "elk", "yak"]})
-        res, cap = run(shell, "%%generate --over frame --pack 5 --out facts --max-tokens 15\nOne fact about the {animal}.")
+        cell = "%%generate --over frame --pack 5 --out facts --max-tokens 15\nOne fact about the {animal}."
+        res, cap = run(shell, cell)
         assert res.success, cap.stdout + cap.stderr
         facts = shell.user_ns["facts"]
         assert [g.text for g in facts] == reference([f"One fact about the {a}." for a in frame_animals()],

@@ -436,20 +436,19 @@ _LEVELS = (
 )
 
 
-def _estimate(chars: int, words: int) -> int:
-    """`estimate_tokens` from a span's length and word count (so sums of spans can be checked)."""
-    return max(chars // 4, words)
-
-
 def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
     """Spans covering text[start:end], each within budget: cut at the coarsest boundary that works."""
     if estimate_tokens(text[start:end]) <= max_tokens:
         yield start, end
         return
-    if level == len(_LEVELS):  # one huge word: plain slices (4 characters per token)
+    if level == len(_LEVELS):  # one huge word: plain slices (4 letters per token, else one character each)
         step = 4 * max_tokens
         for a in range(start, end, step):
-            yield a, min(a + step, end)
+            b = min(a + step, end)
+            if estimate_tokens(text[a:b]) <= max_tokens:
+                yield a, b
+            else:  # digits, symbols, CJK: at most one token per character
+                yield from ((c, min(c + max_tokens, b)) for c in range(a, b, max_tokens))
         return
     cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
     for a, b in zip([start] + cuts, cuts + [end]):
@@ -465,12 +464,12 @@ def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -
     if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
         raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
     units = list(_units(text, 0, len(text), max_tokens))
-    words = [0]  # words[k]: words in units[:k] (a unit cut inside a word counts it again: never too low)
+    sums = [0]  # sums[k]: the units[:k] estimated one by one (joining units never raises the estimate)
     for a, b in units:
-        words.append(words[-1] + len(text[a:b].split()))
+        sums.append(sums[-1] + estimate_tokens(text[a:b]))
 
     def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
-        return _estimate(units[j - 1][1] - units[i][0], words[j] - words[i])
+        return sums[j] - sums[i]
 
     spans, i = [], 0
     while i < len(units):

@@ -259,7 +259,7 @@ def test_summarize_long_maps_then_reduces(sandbox, use_endpoint):
     text = "\n\n".join(" ".join(f"The delta {p} carries silt number {s} to the sea." for s in range(12))
                        for p in range(20))
     chunks = split_text(text, 400, 40)
-    final = summarize_long(text, chunk_tokens=400, overlap=40, max_tokens=30, progress=False)
+    final = summarize_long(text, chunk_tokens=400, overlap=40, max_tokens=20, progress=False)  # one reduce
     stats = settled(sandbox, len(chunks) + 1)
     assert final.text.startswith("[sandbox]") and final.finish_reason in ("length", "stop")
     assert stats["requests"] == len(chunks) + 1 and stats["by_status"] == {"200": len(chunks) + 1}

@@ -11,18 +11,21 @@ text kept, so results stay one type and line up with the input.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 import threading
 import time
-from collections import ChainMap
+from collections import ChainMap, deque
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from .client import check_cache_mode, client_for, estimate_tokens, notice
+from . import packing
+from .client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for, estimate_tokens, notice
 from .config import validate_params
-from .errors import ConfigError, Interrupted, NbModelError
+from .errors import APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, StreamBroken
+from .flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
 from .results import Generation, Usage
 
 ERRORS = ("collect", "raise")
@@ -104,42 +107,156 @@ def _end_progress(bar) -> None:
         handle.update({WIDGET_MIME: view, "text/plain": str(bar)}, raw=True)
 
 
-class _Batch:
-    """The worker side: one item at a time, streams registered so they can be closed."""
+_NOT_PARAMS = ("system", "cache", "max_retries", "stream")  # call options of a batch that are not parameters
 
-    def __init__(self, client, prompts: list, call: dict) -> None:
+
+def _hint(headers: dict | None) -> float | None:
+    """The server's wait hint (Retry-After, retry-after-ms) in seconds, or None when it gave none."""
+    if not headers or not {k.lower() for k in headers} & {"retry-after", "retry-after-ms"}:
+        return None
+    delay = backoff_delay(0, headers)
+    return delay if delay >= 0 else None
+
+
+def _retryable(exc: APIError, stream) -> bool:
+    """A failure worth waiting out: refused connection, 429/5xx, before any text arrived."""
+    if isinstance(exc, StreamBroken) or (stream is not None and stream.generation.text):
+        return False
+    return isinstance(exc, ConnectionFailed) or exc.status in RETRY_STATUS
+
+
+class _Batch:
+    """The worker side: items and packs, streams registered so they can be closed, one shared backoff
+    (`flow.Gate`) and the in-flight window (`flow.Window`)."""
+
+    def __init__(self, client, prompts: list, call: dict, window: Window, gate: Gate,
+                 max_retries: int | None) -> None:
         self.client, self.prompts, self.call = client, prompts, call
+        self.window, self.gate, self.max_retries = window, gate, max_retries
         self.stop = threading.Event()
         self.streams: dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._ids = itertools.count()
 
-    def run(self, i: int) -> tuple[Generation | None, BaseException | None]:
+    def _request(self, prompt: str, call: dict, history: bool = True):
+        """One request through the shared gate: retried while the batch's outage budget lasts (and within
+        max_retries, if given). Returns the finished Stream, or None when the batch stopped."""
+        attempt, started = 0, time.monotonic()
+        while True:
+            self.gate.wait(self.stop)
+            if self.stop.is_set():
+                return None
+            stream = self.client.stream(prompt, max_retries=0, **call)  # ConfigError: refused before sending
+            stream.history = history
+            rid = next(self._ids)
+            sent = []
+            stream.on_send = lambda: (sent.append(1), self.window.sent(rid))
+            with self._lock:
+                self.streams[rid] = stream
+            if self.stop.is_set():
+                stream.close()
+            try:
+                stream.text()
+            except APIError as exc:
+                exc.generation = stream.generation
+                if not _retryable(exc, stream):
+                    raise
+                hint = _hint(exc.headers)
+                if hint is not None and hint > MAX_HINT_S:
+                    raise APIError(f"{exc} (server asks to wait {hint:.0f} s: try later)", status=exc.status,
+                                   request_id=exc.request_id) from None
+                self.gate.failure(hint)
+                attempt += 1
+                if self.gate.exhausted() or (self.max_retries is not None and attempt > self.max_retries):
+                    if attempt > 1:
+                        exc.args = (f"{exc} ({attempt} attempts in {time.monotonic() - started:.0f} s)",)
+                    stream.generation.error = str(exc)
+                    raise
+                continue
+            finally:
+                self.window.done(rid)
+                with self._lock:
+                    self.streams.pop(rid, None)
+            if sent:
+                self.gate.success()
+            return stream
+
+    def run(self, i: int) -> list[tuple[int, Generation | None, BaseException | None]]:
         if self.stop.is_set():
-            return None, None
+            return [(i, None, None)]
         name = self.client.profile.name
         prompt = self.prompts[i]
         if isinstance(prompt, BaseException):  # the template could not be filled for this item
-            return _failed(prompt, name), prompt
+            return [(i, _failed(prompt, name), prompt)]
         try:
-            stream = self.client.stream(prompt, **self.call)
+            stream = self._request(prompt, self.call)
+        except APIError as exc:  # one item's failure, reported with the item
+            gen = getattr(exc, "generation", None) or _failed(exc, name)
+            gen.finish_reason, gen.error = "error", gen.error or _failed(exc, name).error
+            return [(i, gen, exc)]
         except Exception as exc:  # noqa: BLE001 - refused before sending (e.g. over the context window)
-            return _failed(exc, name), exc
-        with self._lock:
-            self.streams[i] = stream
-        if self.stop.is_set():
-            stream.close()
-        try:
-            stream.text()
-        except Exception as exc:  # noqa: BLE001 - one item's failure, reported with the item
-            gen = stream.generation
-            if gen.finish_reason != "error":
-                gen.finish_reason, gen.error = "error", gen.error or _failed(exc, name).error
-            return gen, exc
-        finally:
-            with self._lock:
-                self.streams.pop(i, None)
+            return [(i, _failed(exc, name), exc)]
+        if stream is None:
+            return [(i, None, None)]
         gen = stream.generation
-        return (None, None) if gen.finish_reason == "stopped" else (gen, None)
+        return [(i, None, None)] if gen.finish_reason == "stopped" else [(i, gen, None)]
+
+    def run_pack(self, group: list[int], budget: int) -> tuple[list, list[int]]:
+        """One request for the items of `group`; (results of the items its answer gave, indices to retry
+        alone)."""
+        prompts = [self.prompts[i] for i in group]
+        call = {**self.call, "max_tokens": packing.pack_tokens(len(group), budget), "cache": "off"}
+        try:
+            stream = self._request(packing.build(prompts, budget), call, history=False)
+        except Exception:  # noqa: BLE001 - the pack failed as a whole: each item goes alone
+            return [], list(group)
+        if stream is None or stream.generation.finish_reason == "stopped":
+            return [(i, None, None) for i in group], []
+        pack = stream.generation
+        parts = packing.split_answer(pack.text, len(group), packing.tag_of(prompts),
+                                     truncated=pack.finish_reason == "length")
+        got = [(i, part) for i, part in zip(group, parts) if part is not None]
+        retry = [i for i, part in zip(group, parts) if part is None]
+        prompt_share = packing.apportion(pack.usage.prompt_tokens, [estimate_tokens(self.prompts[i]) for i, _ in got])
+        answer_share = packing.apportion(pack.usage.completion_tokens, [estimate_tokens(p) for _, p in got])
+        out = []
+        for (i, part), p_tok, c_tok in zip(got, prompt_share, answer_share):
+            out.append((i, self._item(i, part, pack, p_tok, c_tok, f"{group.index(i) + 1}/{len(group)}"), None))
+        return out, retry
+
+    def _item(self, i: int, text: str, pack: Generation, prompt_tokens: int, completion_tokens: int,
+              where: str) -> Generation:
+        """An item's Generation from its part of a pack: its share of the usage and cost (apportioned),
+        cached under the item's own identity, recorded in the history as part of a pack."""
+        client = self.client
+        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        spec = client.spec(self.prompts[i], system=self.call.get("system"), **params)
+        usage = Usage(prompt_tokens, completion_tokens)
+        gen = Generation(text=text, finish_reason="stop", usage=usage, model=pack.model, ttft_s=pack.ttft_s,
+                         latency_s=pack.latency_s, profile=pack.profile, params={**spec.params, "pack": where},
+                         request_id=pack.request_id,
+                         cost_usd=usage.total_tokens * client.profile.price_per_1m / 1e6)
+        identity = client.identity(spec)
+        cache, mode = client.cache, self.call.get("cache", "use")
+        if cache is not None and mode != "off":
+            cache.store(identity, gen, refreshed=mode == "refresh")
+        record = getattr(cache, "record", None)
+        if record is not None:
+            record(identity, gen)
+        return gen
+
+    def cached(self, i: int) -> Generation | None:
+        """The item's cached answer (cache="use"), looked up without sending anything."""
+        cache = self.client.cache
+        prompt = self.prompts[i]
+        if cache is None or self.call.get("cache", "use") != "use" or isinstance(prompt, BaseException):
+            return None
+        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        try:
+            spec = self.client.spec(prompt, system=self.call.get("system"), **params)
+        except ConfigError:
+            return None
+        return cache.lookup(self.client.identity(spec))
 
     def halt(self) -> None:
         """Start no new item; close the streams in flight (their connections drop now)."""
@@ -150,10 +267,18 @@ class _Batch:
             stream.close()
 
 
-def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
+def _check_pack(pack) -> None:
+    if pack is None or pack == "auto":
+        return
+    if isinstance(pack, bool) or not isinstance(pack, int) or not 1 <= pack <= packing.MAX_PACK:
+        raise ConfigError(f"pack must be an integer from 1 to {packing.MAX_PACK} or 'auto', got {pack!r}")
+
+
+def generate_many(prompts, max_workers: int | None = None, *, template: str | None = None,
                   namespace: Mapping | None = None, profile: str | None = None, model: str | None = None,
                   system: str | None = None, cache: str = "use", max_retries: int | None = None,
-                  errors: str = "collect", progress: bool = True, **params):
+                  errors: str = "collect", progress: bool = True, pack: int | str | None = None,
+                  outage_budget: float = OUTAGE_BUDGET_S, **params):
     """Generate for many prompts concurrently; results in input order.
 
     `prompts`: a list (or any sequence) or a pandas Series of prompts; with
@@ -161,6 +286,20 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
     item is `{item}`, other names come from `namespace`). Returns a list, or a
     Series with the input's index. `params` are generation parameters
     (max_tokens, temperature, ...).
+
+    Requests in flight follow the server: about the profile's requests/s times
+    the latency observed (Little's law), at most `max_workers` (default 64, or
+    NB_MODEL_MAX_IN_FLIGHT); the profile's rate limiter paces them all.
+
+    Failures that pass (429, 5xx, refused connections) pause every worker on the
+    server's hint; an item gives up only after `outage_budget` seconds (default
+    60) in which the batch saw nothing but failures, or after `max_retries`
+    retries when that is given.
+
+    `pack=N` sends up to N short prompts per request as a numbered list and
+    splits the answer back; `pack="auto"` packs the short prompts as many as fit.
+    An item whose part of the answer is missing or unreadable is retried alone;
+    each item is cached on its own with its apportioned share of the usage.
 
     errors="collect" (default): a failed item is a `Generation` with
     finish_reason "error" and `.error` set; "raise": the first failure to happen
@@ -170,8 +309,12 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
     """
     if errors not in ERRORS:
         raise ConfigError(f"errors must be 'collect' or 'raise', got {errors!r}")
-    if not isinstance(max_workers, int) or max_workers < 1:
+    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+                                    or max_workers < 1):
         raise ConfigError(f"max_workers must be a positive integer, got {max_workers!r}")
+    if isinstance(outage_budget, bool) or not isinstance(outage_budget, (int, float)) or not outage_budget >= 0:
+        raise ConfigError(f"outage_budget must be a number of seconds (≥ 0), got {outage_budget!r}")
+    _check_pack(pack)
     check_cache_mode(cache)
     items, index = _as_items(prompts)
     client = client_for(profile, model=model)
@@ -186,8 +329,10 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
             filled.append(exc)
     if filled and all(isinstance(p, ConfigError) for p in filled):
         raise filled[0]  # the template fits no item: say it once, send nothing
-    results = _run(client, filled, max_workers, errors, progress,
-                   dict(system=system, cache=cache, max_retries=max_retries, **params))
+    cap = max_workers if max_workers is not None else default_cap()
+    results = _run(client, filled, cap, errors, progress,
+                   dict(system=system, cache=cache, stream=False, **params), pack=pack,
+                   gate=Gate(float(outage_budget)), max_retries=max_retries)
     if index is not None:
         import pandas as pd
         name = prompts.name if _is_pandas(prompts, "Series") else None
@@ -195,28 +340,75 @@ def generate_many(prompts, max_workers: int = 4, *, template: str | None = None,
     return results
 
 
-def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, call: dict) -> list:
+last_run: dict[str, Any] = {}  # figures of the last batch in this process (peak in flight, packs, pauses)
+
+
+def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dict, *,
+         pack: int | str | None = None, gate: Gate | None = None, max_retries: int | None = None) -> list:
     results: list[Generation | None] = [None] * len(prompts)
     if not prompts:
         return results
-    batch = _Batch(client, prompts, call)
+    window = Window(client.profile.qps, cap)
+    gate = gate or Gate()
+    batch = _Batch(client, prompts, call, window, gate, max_retries)
     client.start_embedded()  # here, not in a worker thread: its one-line notice belongs to this cell
     bar = _progress(len(prompts), progress)
-    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(prompts)), thread_name_prefix="nb_model-batch")
-    futures = {pool.submit(batch.run, i): i for i in range(len(prompts))}
-    failures, pending = 0, set(futures)
+    jobs: deque = deque()
+    todo = list(range(len(prompts)))
+    if pack not in (None, 1):
+        packable = []
+        for i in todo:
+            hit = batch.cached(i)
+            if hit is not None:
+                hit.cached = True
+                results[i] = hit
+                packable.append(None)
+            else:
+                packable.append(prompts[i] if isinstance(prompts[i], str) else None)
+        budget = packing.item_budget(call, client.profile.defaults)
+        groups = packing.plan(packable, pack, budget, client.profile.max_tokens_cap, client.profile.context_window)
+        grouped = {i for g in groups for i in g}
+        jobs.extend(("pack", g, budget) for g in groups)
+        jobs.extend(("one", i, None) for i in todo if i not in grouped and results[i] is None)
+        done_now = sum(r is not None for r in results)
+        if done_now:
+            bar.update(done_now)
+    else:
+        jobs.extend(("one", i, None) for i in todo)
+    last_run.clear()
+    last_run.update(packs=sum(j[0] == "pack" for j in jobs), unpacked=0)
+    pool = ThreadPoolExecutor(max_workers=min(cap, len(jobs) or 1), thread_name_prefix="nb_model-batch")
+    running: dict = {}
+    failures = 0
+
+    def submit() -> None:
+        while jobs and len(running) < window.target():
+            kind, what, budget = jobs.popleft()
+            fut = pool.submit(batch.run_pack, what, budget) if kind == "pack" else pool.submit(batch.run, what)
+            running[fut] = kind
+
     try:
-        while pending:
-            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        submit()
+        while running:
+            done, _ = wait(set(running), timeout=0.05, return_when=FIRST_COMPLETED)
             for fut in done:
-                gen, exc = fut.result()
-                results[futures[fut]] = gen
-                if exc is not None:
-                    if errors == "raise":
-                        raise exc
-                    failures += 1
-                    bar.set_postfix(errors=failures, refresh=False)
-                bar.update(1)
+                kind = running.pop(fut)
+                if kind == "pack":
+                    outcome, retry = fut.result()
+                    last_run["unpacked"] += len(retry)
+                    jobs.extendleft(("one", i, None) for i in reversed(retry))
+                else:
+                    outcome = fut.result()
+                for i, gen, exc in outcome:
+                    results[i] = gen
+                    if exc is not None:
+                        if errors == "raise":
+                            raise exc
+                        failures += 1
+                        bar.set_postfix(errors=failures, refresh=False)
+                    if gen is not None or exc is not None:
+                        bar.update(1)
+            submit()
     except KeyboardInterrupt:
         finished = sum(r is not None for r in results)
         notice(f"nb_model: interrupted — {finished} of {len(prompts)} prompts finished; "
@@ -225,6 +417,7 @@ def _run(client, prompts: list, max_workers: int, errors: str, progress: bool, c
         batch.halt()
         pool.shutdown(wait=False, cancel_futures=True)
         _end_progress(bar)
+        last_run.update(peak_in_flight=window.peak, pauses=gate.pauses)
     return results
 
 
@@ -243,20 +436,19 @@ _LEVELS = (
 )
 
 
-def _estimate(chars: int, words: int) -> int:
-    """`estimate_tokens` from a span's length and word count (so sums of spans can be checked)."""
-    return max(chars // 4, words)
-
-
 def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
     """Spans covering text[start:end], each within budget: cut at the coarsest boundary that works."""
     if estimate_tokens(text[start:end]) <= max_tokens:
         yield start, end
         return
-    if level == len(_LEVELS):  # one huge word: plain slices (4 characters per token)
+    if level == len(_LEVELS):  # one huge word: plain slices (4 letters per token, else one character each)
         step = 4 * max_tokens
         for a in range(start, end, step):
-            yield a, min(a + step, end)
+            b = min(a + step, end)
+            if estimate_tokens(text[a:b]) <= max_tokens:
+                yield a, b
+            else:  # digits, symbols, CJK: at most one token per character
+                yield from ((c, min(c + max_tokens, b)) for c in range(a, b, max_tokens))
         return
     cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
     for a, b in zip([start] + cuts, cuts + [end]):
@@ -272,12 +464,12 @@ def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -
     if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
         raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
     units = list(_units(text, 0, len(text), max_tokens))
-    words = [0]  # words[k]: words in units[:k] (a unit cut inside a word counts it again: never too low)
+    sums = [0]  # sums[k]: the units[:k] estimated one by one (joining units never raises the estimate)
     for a, b in units:
-        words.append(words[-1] + len(text[a:b].split()))
+        sums.append(sums[-1] + estimate_tokens(text[a:b]))
 
     def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
-        return _estimate(units[j - 1][1] - units[i][0], words[j] - words[i])
+        return sums[j] - sums[i]
 
     spans, i = [], 0
     while i < len(units):
@@ -309,7 +501,7 @@ REDUCE_PROMPT = ("{instructions}\n\nBelow are summaries of consecutive parts of 
 
 def summarize_long(text: str, *, instructions: str = "Summarize the following text in a few sentences.",
                    chunk_tokens: int | None = None, overlap: int = 200, profile: str | None = None,
-                   model: str | None = None, max_workers: int = 4, progress: bool = True,
+                   model: str | None = None, max_workers: int | None = None, progress: bool = True,
                    **params) -> Generation:
     """Map-then-reduce: summarize each chunk (`generate_many`), then the summaries together.
 
@@ -397,9 +589,15 @@ def run_magic(magics, args, cell: str) -> None:
         raise UsageError(f"--over {args.over}: {exc}") from None
     if not items:
         raise UsageError(f"--over {args.over}: the list is empty, nothing to generate; put prompts or items in it")
+    pack = getattr(args, "pack", None)
+    if pack is not None and pack != "auto":
+        try:
+            pack = int(pack)
+        except ValueError:
+            raise UsageError(f"--pack takes a number of prompts per request or auto, got {pack!r}") from None
     start = time.perf_counter()
     try:
-        results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns,
+        results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns, pack=pack,
                                 profile=args.profile or magics.profile, model=args.model or magics.model,
                                 system=args.system or magics.system, cache=args.cache, **magics.params(args))
     except ConfigError as exc:

@@ -159,7 +159,7 @@ def _session():
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)  # a batch keeps up to 64 in flight
     adapter.poolmanager.pool_classes_by_scheme = {"http": _tracked_pool(HTTPConnectionPool),
                                                   "https": _tracked_pool(HTTPSConnectionPool)}
     session.mount("http://", adapter)
@@ -269,6 +269,8 @@ class Stream:
         self._consumed = False
         self._left = False  # the consumer left the loop before the answer was complete
         self._calls = None  # the tool calls of the reply being read (protocols.tools.ToolCallAssembler)
+        self.on_send: Callable[[], None] | None = None  # called as each attempt leaves the rate limiter
+        self.history = True  # False: not recorded in the history (e.g. a batch's pack, recorded per item)
 
     # -- public -----------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
@@ -323,7 +325,7 @@ class Stream:
         """History hook: every finished generation (hits, errors and partials too) goes to the store's history,
         whatever the cache mode."""
         record = getattr(self.client.cache, "record", None)
-        if record is not None:
+        if record is not None and self.history:
             record(identity, self.generation)
 
     def text(self) -> str:
@@ -413,6 +415,8 @@ class Stream:
         if self._closed:  # closed while waiting for the limiter: send nothing
             self.generation.finish_reason = "stopped"
             return
+        if self.on_send is not None:
+            self.on_send()
         _in_flight.stream = self
         try:
             resp = client.session.post(url, json=body, headers=headers, stream=True,

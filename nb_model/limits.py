@@ -7,20 +7,27 @@ buckets are keyed by the cache namespace, the endpoint and a short hash of the
 endpoint and the API key (never the key itself), so profiles of any name calling
 the same endpoint with the same key share one limit. `NB_MODEL_LIMIT_URL=local`
 keeps the limit per process, as does the embedded sandbox (one per kernel). An
-unreachable Redis means one warning and the in-process bucket.
+unreachable Redis means one warning and an in-process bucket at the shared rate
+divided by the number of processes last seen sharing it (each process books its
+slots under its own name in a short-lived Redis set), so the processes that knew
+of each other stay under the limit together; Redis is asked again every few
+seconds and the shared schedule takes over as soon as it answers.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from typing import Callable
 
 from .config import EMBEDDED_PREFIX
 
-# GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it.
-# KEYS[1] = schedule key; ARGV = interval between requests (s), burst (requests).
+# GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it,
+# and how many processes booked slots in the last ARGV[4] seconds.
+# KEYS[1] = schedule key, KEYS[2] = its sharers; ARGV = interval between requests (s), burst (requests),
+# this process's name, the sharers' window (s).
 _RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -32,8 +39,13 @@ tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
 local wait = tat - burst * interval - now
 if wait < 0 then wait = 0 end
-return string.format('%.6f', wait)
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[4])) + 1)
+return {string.format('%.6f', wait), redis.call('ZCARD', KEYS[2])}
 """
+SHARERS_WINDOW_S = 10.0  # a process that booked a slot this recently counts as sharing the limit
+PROBE_S = 5.0  # while Redis is unreachable, ask it again this often
 
 
 def wait_interruptibly(seconds: float) -> None:
@@ -89,13 +101,20 @@ class RedisBucket:
         self._script = None
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.sharers = 1  # processes seen booking on the same schedule, at the last answer from Redis
+        self.degraded: TokenBucket | None = None  # while Redis is down: this process's share of the rate
 
     def _reserve(self) -> float:
         with self._lock:
             if self._script is None:
                 from .cache.redis_store import redis_client
                 self._script = redis_client(self.url).register_script(_RESERVE_LUA)
-        return float(self._script(keys=[self.key], args=[1.0 / self.rate, self.burst]))
+        key = self.key
+        wait, sharers = self._script(keys=[key, key + ":sharers"],
+                                     args=[1.0 / self.rate, self.burst, self.member, SHARERS_WINDOW_S])
+        self.sharers = max(1, int(sharers))
+        return float(wait)
 
     @property
     def key(self) -> str:
@@ -110,18 +129,24 @@ class RedisBucket:
             except Exception as exc:  # noqa: BLE001 - ImportError, connection or server errors alike
                 self._fall_back(exc)
             else:
+                self.degraded = None  # Redis answers (again): the shared schedule
                 wait_interruptibly(wait)
                 return wait
-        return self.fallback.acquire()
+        return (self.degraded or self.fallback).acquire()
 
     def _fall_back(self, exc: Exception) -> None:
-        from .cache.redis_store import RETRY_AFTER_S, redact_url
-        self._down_until = time.monotonic() + (RETRY_AFTER_S if not isinstance(exc, ImportError) else float("inf"))
+        from .cache.redis_store import redact_url
+        self._down_until = time.monotonic() + (PROBE_S if not isinstance(exc, ImportError) else float("inf"))
+        share = self.rate / self.sharers
+        if self.sharers > 1 and (self.degraded is None or self.degraded.rate != share):
+            self.degraded = TokenBucket(share, burst=1.0)
         from .client import notice_once, redis_topic
         reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
             else type(exc).__name__
+        alone = f"{share:g} requests/s ({self.sharers} processes were sharing {self.rate:g}/s)" \
+            if self.sharers > 1 else f"{self.rate:g} requests/s"
         notice_once(redis_topic(self.url), f"nb_model: the shared rate limit at {redact_url(self.url)} is "
-                    f"unavailable ({reason}); limiting this process alone to {self.rate:g} requests/s")
+                    f"unavailable ({reason}); limiting this process alone to {alone}")
 
 
 def shared_limit_url(profile_url: str | None = None) -> str | None:

@@ -91,7 +91,6 @@ class NbModel(Magics):
     @argument("--over", metavar="VAR",
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
-    @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
     @argument("--tools", metavar="NAMES",
               help="functions of the notebook the model may call, comma-separated (each call is shown); "
                    "see nb_model.tool")
@@ -104,6 +103,10 @@ class NbModel(Magics):
               help="answer from these documents (a file, a folder, or a variable: list of strings, pandas "
                    "Series/DataFrame, nb_model.Index), citing the passages used")
     @argument("--k", type=int, help="with --context: how many passages to retrieve (default 5)")
+    @argument("--workers", type=int, default=None,
+              help="with --over: most requests in flight (default: as the rate limit and latency need, ≤ 64)")
+    @argument("--pack", metavar="N|auto", default=None,
+              help="with --over: up to N short prompts per request (or auto), split back per item")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):

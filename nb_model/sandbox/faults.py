@@ -23,16 +23,25 @@ Specs (per request with header ``X-Sandbox-Fault: <spec>``, or queued with
                          (non-streaming: a 500)
 ``tool-malformed``       a tool call whose arguments are cut mid-JSON (see
                          tools.py; a request without tools is not affected)
+``pack-drop``            a packed request's answer lacks one item's section
+``pack-merge``           a packed request's answer runs two items together
+                         (one section header missing); see `packing.py`
 =======================  ====================================================
+
+A fault queued with ``seconds`` (``{"fault": "503", "seconds": 10}`` /
+``inject("503", seconds=10)``) hits every generation request for that many
+seconds from when it is queued: an outage.
 """
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
 SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event",
-          "tool-malformed")
+          "tool-malformed", "pack-drop", "pack-merge")
 WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
 KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
 
@@ -73,18 +82,27 @@ class FaultQueue:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: deque[list] = deque()  # [Fault, remaining]
+        self._entries: deque[list] = deque()  # [Fault, remaining, until]: until > 0 for a time window
 
-    def push(self, spec: str, times: int = 1) -> Fault:
+    def push(self, spec: str, times: int = 1, seconds: float | None = None) -> Fault:
+        """Queue `spec` for the next `times` requests, or for every request during the next `seconds`."""
         fault = parse_fault(spec)
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+                raise ValueError("seconds must be a positive number")
+            with self._lock:
+                self._entries.append([fault, math.inf, time.monotonic() + seconds])
+            return fault
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError("times must be a positive integer")
         with self._lock:
-            self._entries.append([fault, times])
+            self._entries.append([fault, times, 0.0])
         return fault
 
     def pop(self) -> Fault | None:
         with self._lock:
+            while self._entries and 0 < self._entries[0][2] <= time.monotonic():
+                self._entries.popleft()  # an outage that is over
             if not self._entries:
                 return None
             entry = self._entries[0]
@@ -94,11 +112,13 @@ class FaultQueue:
             return entry[0]
 
     def pending(self) -> list[dict]:
+        now = time.monotonic()
         with self._lock:
-            return [{"fault": f.spec, "times": n} for f, n in self._entries]
+            return [{"fault": f.spec, "seconds": round(until - now, 3)} if until else {"fault": f.spec, "times": n}
+                    for f, n, until in self._entries if not 0 < until <= now]
 
     def clear(self) -> int:
         with self._lock:
-            count = sum(n for _, n in self._entries)
+            count = sum(n for _, n, until in self._entries if not until)
             self._entries.clear()
             return count

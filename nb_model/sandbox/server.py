@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from .engine import Engine, SimulatedEngine, TokenStream
 from . import tools as tool_use
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
+from .packing import packed_answer
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
 CONTEXT_WINDOW = 16384  # tokens, when neither the caller nor the engine says
@@ -153,9 +154,10 @@ class SandboxServer:
         self.stop()
 
     # -- test controls --------------------------------------------------------
-    def inject(self, fault: str, times: int = 1) -> None:
-        """Make the next `times` generation requests suffer `fault` (see `faults.py`)."""
-        self.faults.push(fault, times)
+    def inject(self, fault: str, times: int = 1, seconds: float | None = None) -> None:
+        """Make the next `times` generation requests suffer `fault`, or every one during the next
+        `seconds` (an outage); see `faults.py`."""
+        self.faults.push(fault, times, seconds)
 
     def clear_faults(self) -> int:
         """Drop every queued fault; returns how many requests they would have hit."""
@@ -348,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"null")
                 if not isinstance(body, dict) or "fault" not in body:
                     raise ValueError('expected {"fault": "<spec>", "times": N}')
-                queue.push(body["fault"], body.get("times", 1))
+                queue.push(body["fault"], body.get("times", 1), body.get("seconds"))
             except ValueError as exc:  # JSONDecodeError included
                 return self._error(400, str(exc).splitlines()[0])
         self._json(200, {"pending": queue.pending()})
@@ -389,7 +391,11 @@ class _Handler(BaseHTTPRequestHandler):
         turn = tool_use.turn_for(isinstance(wire, ChatWire), body, job.prompt, fault.kind)  # see tools.py
         if turn is not None and turn.calls:
             return self._tool_calls(wire, job, reply, turn, prompt_tokens)
-        source = TokenStream(tool_use.pieces(turn.text)) if turn else sandbox.engine.generate(job.prompt, **job.params())
+        if turn:
+            source = TokenStream(tool_use.pieces(turn.text))
+        else:  # a packed prompt (see packing.py), else the engine's own answer
+            source = (packed_answer(sandbox.engine, job.prompt, job.params(), fault.kind)
+                      or sandbox.engine.generate(job.prompt, **job.params()))
         tokens = TokenStream(self._shaped(source, fault, rate))
         send = self._stream if job.stream else self._whole
         try:

@@ -92,6 +92,12 @@ class NbModel(Magics):
               help="run the cell once per item of this list/Series variable ({item}, or {key} of dict "
                    "items) through generate_many; --out stores the results; a summary table is shown")
     @argument("--workers", type=int, default=4, help="with --over: prompts in flight at once (default 4)")
+    @argument("--schema", metavar="SPEC",
+              help='answer as JSON of this schema: "sentiment:pos|neg, price:float, product:str", inline JSON '
+                   "Schema, or a variable (field dict, JSON Schema, pydantic model); with --over: a DataFrame")
+    @argument("--score", metavar="SCORE",
+              help="with --over VAR --compare SPEC: evaluate the variants over the rows, e.g. exact:label "
+                   "(also contains:COL, regex:P, json_valid, schema_valid, length[:N], or a function variable)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -117,6 +123,9 @@ class NbModel(Magics):
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"
         if args.chat is not None and not args.chat.strip():
             raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
+        if args.schema or args.score:
+            from .datasets.magic import run_magic as run_dataset
+            return run_dataset(self, args, cell)
         if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)

@@ -37,6 +37,8 @@ class Adapter:
             if hint:
                 msgs.insert(0, {"role": "system", "content": hint})
             body["messages"] = msgs
+            if spec.params.get("response_format") is not None:  # structured output (JSON Schema)
+                body["response_format"] = spec.params["response_format"]
         else:
             body["prompt"] = (hint + "\n\n" if hint else "") + spec.transcript()
         if stream:

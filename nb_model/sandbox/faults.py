@@ -21,6 +21,10 @@ Specs (per request with header ``X-Sandbox-Fault: <spec>``, or queued with
                          ``content_filter``
 ``error-event``          an ``{"error": …}`` event mid-stream at HTTP 200
                          (non-streaming: a 500)
+``json-noise``           the answer inside prose and a code fence, with a
+                         trailing comma (a tolerant JSON parser repairs it)
+``json-invalid``         the answer cut in half (broken JSON: only a retry
+                         helps)
 =======================  ====================================================
 """
 from __future__ import annotations
@@ -29,7 +33,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event")
+SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event",
+          "json-noise", "json-invalid")
 WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
 KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from .engine import Engine, SimulatedEngine, TokenStream
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
+from .schema import FAULTS as SCHEMA_FAULTS, corrupt, pieces
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
 CONTEXT_WINDOW = 16384  # tokens, when neither the caller nor the engine says
@@ -384,8 +385,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = Reply(id=wire.id_prefix + self.request_id[len("req_"):],  # the asked model's name, as vLLM does
                       created=int(time.time()), model=job.model or sandbox.engine.model)
-        tokens = TokenStream(self._shaped(sandbox.engine.generate(job.prompt, **job.params()),
-                                          fault, rate))
+        params = job.params()
+        if job.schema is not None and getattr(sandbox.engine, "structured", False):
+            params["schema"] = job.schema
+        source = sandbox.engine.generate(job.prompt, **params)
+        if fault.kind in SCHEMA_FAULTS:  # broken JSON: see schema.py
+            source = TokenStream(_corrupted(source, fault.kind))
+        tokens = TokenStream(self._shaped(source, fault, rate))
         send = self._stream if job.stream else self._whole
         try:
             send(wire, job, reply, tokens, fault, lambda n: wire.usage(prompt_tokens, n))
@@ -477,6 +483,16 @@ class _Handler(BaseHTTPRequestHandler):
         out.write(wire.end(reply, tokens.finish_reason, job.include_usage))
         out.close()
         self.completed = True
+
+
+def _corrupted(tokens: TokenStream, kind: str) -> Generator[str, None, str]:
+    """The engine's whole text damaged by the fault `kind`, in pieces."""
+    try:
+        text = "".join(tokens)
+    finally:
+        tokens.close()
+    yield from pieces(corrupt(text, kind))
+    return tokens.finish_reason or "stop"
 
 
 def _until(pieces: Iterator[str], limit: int | None) -> Iterator[str]:

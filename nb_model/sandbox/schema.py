@@ -154,7 +154,10 @@ def _value(schema: dict, text: str, name: str) -> Any:
     for key in ("anyOf", "oneOf"):  # the first branch that is not null
         subs = [s for s in schema.get(key) or [] if isinstance(s, dict) and s.get("type") != "null"]
         if subs:
-            return _value(subs[0], text, name)
+            first = dict(subs[0])
+            if len(subs) < len(schema[key]) and "enum" not in first:  # a null branch: null is allowed
+                first["type"] = [t for t in _types(first) if t != "null"] + ["null"]
+            return _value(first, text, name)
     types = _types(schema)
     nullable = "null" in types
     kind = next((t for t in types if t != "null"), "null")

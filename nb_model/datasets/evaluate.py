@@ -120,8 +120,10 @@ class Evaluation:
                                       for i, (c, w) in enumerate(zip(cells, widths)))
         judge = f" · judge cost included: ${self.summary['judge_cost_usd'].sum():.4f}" \
             if self.summary["judge_cost_usd"].sum() else ""
+        cached = int(self.rows["cached"].sum())
+        replay = f" · {cached} of {len(self.rows)} calls from the cache (free)" if cached else ""
         return "\n".join([fmt(head)] + [fmt(l) for l in lines] +
-                         [f"score: {self.scorer.name} · best: {self.best()}{judge}"])
+                         [f"score: {self.scorer.name} · best: {self.best()}{judge}{replay}"])
 
     def __repr__(self) -> str:
         return self.table()
@@ -155,13 +157,16 @@ class Evaluation:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         table = html.escape(self.table())
-        out = {"text/plain": self.table(),
-               "text/html": f'<pre style="line-height:1.35">{table}</pre>'}
+        return {"text/plain": self.table(), "text/html": f'<pre style="line-height:1.35">{table}</pre>'}
+
+    def _ipython_display_(self) -> None:
+        """The summary table, then the chart (when matplotlib is installed) as a second output."""
+        from IPython.display import display
+        display(self._repr_mimebundle_(), raw=True)
         png = self.chart_png()
         if png is not None:
-            out["text/html"] += f'<img alt="score against cost" src="data:image/png;base64,' \
-                                f'{base64.b64encode(png).decode()}"/>'
-        return out
+            display({"image/png": base64.b64encode(png).decode(), "text/plain": "<chart: mean score against cost>"},
+                     raw=True)
 
 
 def _f(value: float, digits: int) -> str:

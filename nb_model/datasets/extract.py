@@ -193,7 +193,7 @@ class Extraction:
             row["_error"] = None if r["value"] is not None else (r["error"] or "no answer")
             if details:
                 gens = r["generations"]
-                row.update(_status=r["status"], _raw=r["raw"], _requests=sum(not g.cached for g in gens),
+                row.update(_status=r["status"], _raw=r["raw"], _calls=len(gens),
                            _tokens=sum(g.usage.total_tokens for g in gens),
                            _cost_usd=sum(g.cost_usd for g in gens))
             rows.append(row)
@@ -228,7 +228,7 @@ def extract(texts, schema, *, template: str | None = None, namespace: Mapping | 
     kept), one column per field, plus ``_error`` (None, or why the row is empty).
     ``structured``: "auto" (response_format for the openai protocol, else instructions
     in the prompt), "response_format" or "prompt". ``details=True`` adds ``_status``
-    (ok / repaired / retried / failed), ``_raw``, ``_requests``, ``_tokens``, ``_cost_usd``.
+    (ok / repaired / retried / failed), ``_raw``, ``_calls``, ``_tokens``, ``_cost_usd``.
     Counts for the whole run are in ``df.attrs["nb_model"]``. Other keywords are
     `generate_many`'s (``max_workers``, ``cache``, ``progress``, generation parameters).
     """
@@ -247,5 +247,5 @@ def extract_one(prompt: str, schema, **kw) -> tuple[dict | None, dict]:
     """(the value or None, the record) for one prompt (the magic's `--schema`)."""
     run = Extraction(schema, profile=kw.get("profile"), model=kw.get("model"),
                      structured=kw.pop("structured", "auto"))
-    record = run.run([prompt], {**kw, "max_workers": 1, "errors": "collect"})[0]
+    record = run.run([prompt], {"progress": False, **kw, "max_workers": 1, "errors": "collect"})[0]
     return record["value"], record

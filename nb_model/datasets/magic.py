@@ -40,9 +40,9 @@ def run_magic(magics, args, cell: str) -> None:
                              **call)
             display(result)
             info = result.attrs["nb_model"]
+            replay = f" · {info['cached']} of {info['calls']} calls from the cache (free)" if info["cached"] else ""
             print(f"— {info['rows']} rows · {info['ok']} ok · {info['repaired']} repaired · {info['retried']} "
-                  f"retried · {info['failed']} failed · {info['calls']} calls ({info['cached']} cached) · "
-                  f"${info['cost_usd']:.4f}")
+                  f"retried · {info['failed']} failed · {info['calls']} calls · ${info['cost_usd']:.4f}{replay}")
         else:
             from .extract import extract_one
             prompt = template if args.no_interpolate else magics.prompt(args, cell)
@@ -53,8 +53,10 @@ def run_magic(magics, args, cell: str) -> None:
             display({"application/json": result, "text/plain": shown}, raw=True)
             gens = record["generations"]
             note = "repaired" if record["status"] == "repaired" else "retried once" if len(gens) > 1 else "valid"
+            cached = sum(g.cached for g in gens)
+            replay = f" · {cached} of {len(gens)} call{'s' * (len(gens) > 1)} from the cache (free)" if cached else ""
             print(f"— {note} · {sum(g.usage.total_tokens for g in gens)} tokens · "
-                  f"${sum(g.cost_usd for g in gens):.4f}" + (" · cached" if all(g.cached for g in gens) else ""))
+                  f"${sum(g.cost_usd for g in gens):.4f}{replay}")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except NbModelError:

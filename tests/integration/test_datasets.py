@@ -58,7 +58,7 @@ def test_broken_json_is_repaired_or_retried_and_counted(sandbox, use_endpoint):
     df = extract(REVIEWS, FIELDS, progress=False, max_workers=1, details=True)
     check_rows(df)
     assert df["_status"].tolist() == ["repaired", "retried", "ok"]
-    assert df["_requests"].tolist() == [1, 2, 1]
+    assert df["_calls"].tolist() == [1, 2, 1]
     assert "```json" in df["_raw"].iloc[0]
     info = df.attrs["nb_model"]
     assert (info["ok"], info["repaired"], info["retried"], info["failed"], info["calls"]) == (1, 1, 1, 0, 4)
@@ -195,13 +195,14 @@ def test_evaluate_magic_over_54_rows_and_3_variants_then_a_warm_rerun_sends_noth
     # the sandbox picks a listed choice by keyword: without choices nothing matches; with two, no "neutral"
     assert bare == 0 and three > two > 0
     assert three == pytest.approx(ev.rows[ev.rows.variant == ev.summary.variant[2]]["score"].mean())
-    table = cap.outputs[-1].data["text/plain"]
-    assert "95% interval" in table and "best: prompt=Classify" in table
-    assert "<img" in cap.outputs[-1].data["text/html"]  # the chart (matplotlib is in the test extra)
+    table = cap.outputs[-2].data["text/plain"]
+    assert "95% interval" in table and "best: prompt=Classify" in table and "from the cache" not in table
+    assert cap.outputs[-1].data["image/png"]  # the chart (matplotlib is in the test extra)
     assert settled(sandbox, 162)["requests"] == 162
     sandbox.reset()
     res, cap = run(shell, cell)
     assert res.success and shell.user_ns["ev"].rows["cached"].all()
+    assert "162 of 162 calls from the cache" in cap.outputs[-2].data["text/plain"]
     assert shell.user_ns["ev"].summary["score"].tolist() == [bare, two, three]
     assert settled(sandbox, 0)["requests"] == 0
 

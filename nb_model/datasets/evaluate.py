@@ -60,12 +60,12 @@ def _variants(variants: Any, variables: list[str]) -> list[tuple[str, dict]]:
 
 
 def _rows(data: Any) -> tuple[list[Mapping], list]:
-    from ..batch import _as_items, _is_pandas
-    items, index = _as_items(data)
+    from .extract import is_pandas, items_of
+    items, index = items_of(data, "evaluate")
     if not items:
         raise ConfigError("evaluate: the data is empty; give a DataFrame or a list of rows")
     keys = list(index) if index is not None else list(range(len(items)))
-    if _is_pandas(data, "Series"):
+    if is_pandas(data, "Series"):
         name = data.name or "item"
         return [{name: v, "item": v} for v in items], keys
     return [i if isinstance(i, Mapping) else {"item": i} for i in items], keys

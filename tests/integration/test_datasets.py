@@ -260,3 +260,18 @@ def test_bad_inputs_are_one_line(sandbox, use_endpoint):
     with pytest.raises(ConfigError, match="not texts"):
         extract([{"a": 1}], FIELDS, progress=False)
     assert nb_model.extract is extract and nb_model.evaluate is evaluate
+
+
+def test_warm_extraction_replays_both_rounds_from_the_cache(sandbox, use_endpoint, monkeypatch, tmp_path):
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    use_endpoint(sandbox)
+    sandbox.inject("json-noise")
+    sandbox.inject("json-invalid")
+    cold = extract(REVIEWS, FIELDS, progress=False, max_workers=1, details=True)
+    assert settled(sandbox, 4)["requests"] == 4
+    sandbox.reset()
+    warm = extract(REVIEWS, FIELDS, progress=False, max_workers=1, details=True)
+    assert settled(sandbox, 0)["requests"] == 0
+    assert warm["_status"].tolist() == cold["_status"].tolist() == ["repaired", "retried", "ok"]
+    assert warm.attrs["nb_model"]["cached"] == 4
+    check_rows(warm)

@@ -212,13 +212,14 @@ def test_function_and_judge_scorers_with_separate_judge_cost(sandbox, use_endpoi
     data = labelled(54)
     variants = {"short": {"prompt": "Answer with one word: positive, negative or neutral. {review}",
                           "max_tokens": 5},
+                "two": {"prompt": "Answer with one word: positive or negative. {review}"},
                 "free": {"prompt": "Say something about: {review}", "temperature": 0.2}}
 
     def mentions_label(output, row):
         return row["label"] in output
 
     ev = evaluate(variants, data, score=mentions_label, progress=False, max_workers=8)
-    assert ev.summary["variant"].tolist() == ["short", "free"]
+    assert ev.summary["variant"].tolist() == ["short", "two", "free"] and len(ev.rows) == 3 * 54
     expected = [data["label"].iloc[i] in ev.rows["output"].iloc[i] for i in range(54)]
     assert ev.rows["score"].iloc[:54].tolist() == [float(x) for x in expected]
     assert (ev.summary["judge_cost_usd"] == 0).all()

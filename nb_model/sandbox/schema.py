@@ -26,7 +26,7 @@ rest of the prompt (the *text*) so tests can check them:
 * an array: one item; a nested object: recursively.
 
 A prompt that asks for one word among listed choices (``Answer with one word: a, b
-or c`` / ``one of: a, b, c`` / ``(a/b/c)``) gets one of them by the enum rule.
+or c`` / ``one of: a, b, c`` / ``Pick a colour (a/b/c)``) gets one of them by the enum rule.
 
 The faults ``json-noise`` (the JSON inside prose and a code fence, with a trailing
 comma: a tolerant parser repairs it) and ``json-invalid`` (the JSON cut in half: only
@@ -50,7 +50,8 @@ VERBS = {"is", "was", "are", "were", "has", "have", "had", "keeps", "holds", "ar
          "cracked", "heats", "leaks", "came", "feels", "feel", "works", "costs", "clips", "lasts", "looks", "does",
          "and", "but", "with", "for", "from", "in", "on", "after"}
 _CHOICE = re.compile(
-    r"(?:one\s+word|one\s+of)[^:\n]*:\s*([^\n.?]+)|\(([\w-]+(?:\s*/\s*[\w-]+)+)\)", re.IGNORECASE)
+    r"(?:one\s+word[^:\n]{0,30}|one\s+of\s*):\s*([^\n.?]+)"
+    r"|\b(?:answer|reply|respond|pick|choose)\b[^\n(]{0,60}\(([\w-]+(?:\s*/\s*[\w-]+)+)\)", re.IGNORECASE)
 
 POSITIVE = {"love", "loved", "loves", "great", "excellent", "perfect", "amazing", "good", "happy", "best",
             "recommend", "fantastic", "wonderful", "works", "comfortable", "fast", "beautiful", "solid",

@@ -133,9 +133,7 @@ class Evaluation:
 
     def chart_png(self) -> bytes | None:
         """Score (with its interval) against cost per variant, as PNG; None without matplotlib."""
-        try:
-            import matplotlib
-            matplotlib.use("Agg", force=False)
+        try:  # the object API: no pyplot, the notebook's backend is left alone
             from matplotlib.figure import Figure
         except ImportError:
             return None

@@ -16,6 +16,9 @@ def run_magic(magics, args, cell: str) -> None:
         raise UsageError("--schema / --score cannot be combined with --chat")
     if args.score and not (args.over and args.compare):
         raise UsageError("--score evaluates variants over rows: use it with --over VAR --compare SPEC")
+    if args.compare is not None and not args.score:
+        raise UsageError("--compare with --schema: add --over VAR --score SCORE to evaluate the variants "
+                         "(e.g. --score schema_valid), or drop --compare")
     if args.over and args.over not in ns:
         raise UsageError(f"--over {args.over}: no variable of that name; define a DataFrame or list first")
     call = dict(profile=args.profile or magics.profile, model=args.model or magics.model,

@@ -161,6 +161,8 @@ def test_schema_magic_for_one_cell(shell, sandbox, use_endpoint):
     assert "valid" in cap.stdout
     res, cap = run(shell, '%%generate --schema "price=float"\nx')
     assert not res.success and "--schema: cannot read" in cap.stderr and "Traceback" not in cap.stderr
+    res, cap = run(shell, '%%generate --schema "a:int" --compare "temperature=0,1"\nx')
+    assert not res.success and "--over VAR --score SCORE" in cap.stderr and "Traceback" not in cap.stderr
     res, cap = run(shell, "%%generate --score exact:label\nx")
     assert not res.success and "--over VAR --compare SPEC" in cap.stderr
 
@@ -276,3 +278,26 @@ def test_warm_extraction_replays_both_rounds_from_the_cache(sandbox, use_endpoin
     assert warm["_status"].tolist() == cold["_status"].tolist() == ["repaired", "retried", "ok"]
     assert warm.attrs["nb_model"]["cached"] == 4
     check_rows(warm)
+
+
+def test_builtin_scorers_on_known_outputs():
+    from nb_model.datasets.scorers import parse_score
+    row = {"label": "Positive", "n": 3}
+    outs = ["positive.", "It is positive!", '```json\n{"a": 1}\n```', '{"a": "x"}', "no"]
+
+    def scores(spec, **kw):
+        return parse_score(spec, **kw).score_all(outs, [row] * len(outs), {})
+
+    assert scores("exact:label") == [1, 0, 0, 0, 0]
+    assert scores("contains:label") == [1, 1, 0, 0, 0]
+    assert scores(r"regex:\bpositive\b") == [1, 1, 0, 0, 0]
+    assert scores("json_valid") == [0, 0, 1, 1, 0]
+    assert scores("schema_valid", schema={"a": int}) == [0, 0, 1, 0, 0]
+    from nb_model.tokens import estimate_tokens
+    assert scores("length") == [estimate_tokens(o) for o in outs]
+    most = estimate_tokens(outs[0])
+    assert scores(f"length:{most}") == [float(estimate_tokens(o) <= most) for o in outs]
+    assert scores(f"length:{most}")[0] == 1.0 and scores(f"length:{most - 1}")[0] == 0.0
+    assert scores(lambda out, row: len(out) > row["n"]) == [1, 1, 1, 1, 0]
+    with pytest.raises(ConfigError, match="does not compile"):
+        parse_score("regex:(")

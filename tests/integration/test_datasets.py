@@ -148,6 +148,7 @@ def test_sandbox_answers_response_format_over_the_openai_wire(sandbox, use_endpo
 
 def test_schema_magic_for_one_cell(shell, sandbox, use_endpoint):
     use_endpoint(sandbox)
+    shell.user_ns.pop("thing", None)
     res, cap = run(shell, '%%generate --schema "sentiment:pos|neg|neu, price:float" -o r\n'
                           "Review: the {thing} is excellent and costs $12.")
     assert not res.success  # {thing} is not defined: one line, nothing sent

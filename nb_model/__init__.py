@@ -4,7 +4,7 @@
     %%generate --max-tokens 200 -t 0.7
     Explain {topic} in plain words.
 
-Python API: `generate`, `stream`, `generate_many`, `Panel`, `history`, `Index`.
+Python API: `generate`, `stream`, `generate_many`, `extract`, `evaluate`, `Panel`, `history`, `Index`, `tool`.
 Everything heavy is imported on first use so `%load_ext nb_model` stays fast.
 """
 from __future__ import annotations
@@ -78,6 +78,10 @@ def __getattr__(name: str):
         "tool": ("tools", "tool"),
         "Index": ("retrieval", "Index"),
         "Passage": ("retrieval", "Passage"),
+        "extract": ("datasets.extract", "extract"),
+        "evaluate": ("datasets.evaluate", "evaluate"),
+        "judge": ("datasets.scorers", "judge"),
+        "Evaluation": ("datasets.evaluate", "Evaluation"),
     }
     if name in lazy:
         import importlib

@@ -45,7 +45,8 @@ def _values(name: str, text: str, kind: type) -> list[Any]:
     return values
 
 
-def parse_compare(spec: str, variables: Iterable[str] = ()) -> list[dict[str, Any]]:
+def parse_compare(spec: str, variables: Iterable[str] = (), *, min_variants: int = MIN_VARIANTS,
+                  max_variants: int = MAX_VARIANTS) -> list[dict[str, Any]]:
     """`"temperature=0.2,0.8; top_p=0.5,1"` -> one settings dict per variant (the grid's rows).
 
     Besides SETTINGS, a name in `variables` (a `{name}` of the prompt) takes text values: `topic=rain|snow`.
@@ -65,9 +66,9 @@ def parse_compare(spec: str, variables: Iterable[str] = ()) -> list[dict[str, An
             raise ConfigError(f"compare: {name} is given twice; list all its values once: {name}=a,b")
         axes[name] = _values(name, values, SETTINGS.get(name))
     variants = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
+    if not min_variants <= len(variants) <= max_variants:
         raise ConfigError(f"compare: {(spec or '').strip()!r} makes {len(variants)} variant(s); side by side "
-                          f"needs {MIN_VARIANTS} to {MAX_VARIANTS}, e.g. {EXAMPLE}")
+                          f"needs {min_variants} to {max_variants}, e.g. {EXAMPLE}")
     return variants
 
 

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .protocols import PROTOCOLS
 
 KEY_ENVS = ("NB_MODEL_API_KEY", "MODEL_API_KEY")
-PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
+PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed", "response_format")
 SEED_PRICE_PER_1M = 12.0
 
 
@@ -336,4 +336,7 @@ def validate_params(params: dict[str, Any], profile: Profile) -> dict[str, Any]:
     lang = out.get("language")
     if lang is not None and not (isinstance(lang, str) and lang.strip()):
         raise ConfigError("language must be a non-empty code such as 'en' or 'fr'")
+    rf = out.get("response_format")
+    if rf is not None and not (isinstance(rf, dict) and isinstance(rf.get("type"), str)):
+        raise ConfigError("response_format must be an object with a 'type', e.g. {'type': 'json_object'}")
     return out

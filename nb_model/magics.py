@@ -107,6 +107,12 @@ class NbModel(Magics):
               help="with --over: most requests in flight (default: as the rate limit and latency need, ≤ 64)")
     @argument("--pack", metavar="N|auto", default=None,
               help="with --over: up to N short prompts per request (or auto), split back per item")
+    @argument("--schema", metavar="SPEC",
+              help='answer as JSON of this schema: "sentiment:pos|neg, price:float, product:str", inline JSON '
+                   "Schema, or a variable (field dict, JSON Schema, pydantic model); with --over: a DataFrame")
+    @argument("--score", metavar="SCORE",
+              help="with --over VAR --compare SPEC: evaluate the variants over the rows, e.g. exact:label "
+                   "(also contains:COL, regex:P, json_valid, schema_valid, length[:N], or a function variable)")
     @argument("subcommand", nargs="*", help="line magic only: config | profiles | help | ...")
     @line_cell_magic
     def generate(self, line: str = "", cell: str | None = None):
@@ -144,6 +150,9 @@ class NbModel(Magics):
         if args.context is not None:
             from .retrieval.magic import run_magic as run_grounded
             return run_grounded(self, args, cell)
+        if args.schema or args.score:
+            from .datasets.magic import run_magic as run_dataset
+            return run_dataset(self, args, cell)
         if args.compare is not None:
             from .compare import run_magic
             return run_magic(self, args, cell)

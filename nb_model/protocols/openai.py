@@ -41,6 +41,8 @@ class Adapter:
                 body["tools"] = spec.tools
                 if spec.tool_choice is not None:
                     body["tool_choice"] = spec.tool_choice
+            if spec.params.get("response_format") is not None:  # structured output (JSON Schema)
+                body["response_format"] = spec.params["response_format"]
         else:
             body["prompt"] = (hint + "\n\n" if hint else "") + spec.transcript()
         if stream:

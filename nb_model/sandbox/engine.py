@@ -33,6 +33,9 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
   prompt) are out; a prompt with the word "long" or "essay" aims at ~3000.
 * A grounded prompt (numbered passages, then a question) is answered by quoting the passage(s) that
   share the most question words and citing their numbers (see `grounded.py`).
+* A request for structure (an OpenAI ``response_format``, or nb_model's JSON Schema
+  instructions in the prompt) gets valid JSON of the schema's shape, and a prompt
+  asking for one word among listed choices gets one of them: see `schema.py`.
 * A prompt asking for a format ("as JSON", "in Markdown", "in Python",
   "as HTML") gets the same kind of sentences wrapped in that format, so the
   output formats of the magic can be shown.
@@ -172,6 +175,8 @@ class _Sampler:
 class SimulatedEngine:
     """Deterministic, parameter-sensitive fake language model (stdlib only)."""
 
+    structured = True  # takes `schema=` (an OpenAI response_format's JSON Schema): see schema.py
+
     def __init__(self, model: str = "sandbox"):
         self.model = model
 
@@ -180,7 +185,11 @@ class SimulatedEngine:
 
     def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int | None = None, language: str | None = None,
-                 seed: int | None = None) -> TokenStream:
+                 seed: int | None = None, schema: dict | None = None) -> TokenStream:
+        from .schema import answer, pieces
+        structured = answer(prompt, schema)
+        if structured is not None:
+            return TokenStream(_limit(pieces(structured), max_tokens))
         lang = (language or "en").lower()[:2]
         lang = lang if lang in VOCABULARIES else "en"
         key = _digest("sandbox", lang, prompt)

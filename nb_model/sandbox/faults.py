@@ -26,6 +26,10 @@ Specs (per request with header ``X-Sandbox-Fault: <spec>``, or queued with
 ``pack-drop``            a packed request's answer lacks one item's section
 ``pack-merge``           a packed request's answer runs two items together
                          (one section header missing); see `packing.py`
+``json-noise``           the answer inside prose and a code fence, with a
+                         trailing comma (a tolerant JSON parser repairs it)
+``json-invalid``         the answer cut in half (broken JSON: only a retry
+                         helps)
 =======================  ====================================================
 
 A fault queued with ``seconds`` (``{"fault": "503", "seconds": 10}`` /
@@ -41,7 +45,7 @@ from collections import deque
 from dataclasses import dataclass
 
 SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event",
-          "tool-malformed", "pack-drop", "pack-merge")
+          "tool-malformed", "pack-drop", "pack-merge", "json-noise", "json-invalid")
 WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
 KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
 

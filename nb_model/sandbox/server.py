@@ -35,6 +35,7 @@ from .engine import Engine, SimulatedEngine, TokenStream
 from . import tools as tool_use
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
 from .packing import packed_answer
+from .schema import FAULTS as SCHEMA_FAULTS, corrupt, pieces
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
 
 CONTEXT_WINDOW = 16384  # tokens, when neither the caller nor the engine says
@@ -391,11 +392,16 @@ class _Handler(BaseHTTPRequestHandler):
         turn = tool_use.turn_for(isinstance(wire, ChatWire), body, job.prompt, fault.kind)  # see tools.py
         if turn is not None and turn.calls:
             return self._tool_calls(wire, job, reply, turn, prompt_tokens)
+        params = job.params()
+        if job.schema is not None and getattr(sandbox.engine, "structured", False):
+            params["schema"] = job.schema
         if turn:
             source = TokenStream(tool_use.pieces(turn.text))
         else:  # a packed prompt (see packing.py), else the engine's own answer
             source = (packed_answer(sandbox.engine, job.prompt, job.params(), fault.kind)
-                      or sandbox.engine.generate(job.prompt, **job.params()))
+                      or sandbox.engine.generate(job.prompt, **params))
+        if fault.kind in SCHEMA_FAULTS:  # broken JSON: see schema.py
+            source = TokenStream(_corrupted(source, fault.kind))
         tokens = TokenStream(self._shaped(source, fault, rate))
         send = self._stream if job.stream else self._whole
         try:
@@ -502,6 +508,16 @@ class _Handler(BaseHTTPRequestHandler):
         out.write(wire.end(reply, tokens.finish_reason, job.include_usage))
         out.close()
         self.completed = True
+
+
+def _corrupted(tokens: TokenStream, kind: str) -> Generator[str, None, str]:
+    """The engine's whole text damaged by the fault `kind`, in pieces."""
+    try:
+        text = "".join(tokens)
+    finally:
+        tokens.close()
+    yield from pieces(corrupt(text, kind))
+    return tokens.finish_reason or "stop"
 
 
 def _until(pieces: Iterator[str], limit: int | None) -> Iterator[str]:

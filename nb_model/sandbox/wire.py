@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .engine import messages_to_prompt
+from .schema import from_response_format
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -38,6 +39,7 @@ class Job:
     stream: bool = False
     include_usage: bool = False
     model: str | None = None  # the model asked for, echoed in the reply
+    schema: dict | None = None  # an OpenAI response_format's JSON Schema ({} for json_object)
 
     def params(self) -> dict[str, Any]:
         """Keyword arguments of `Engine.generate`."""
@@ -207,7 +209,12 @@ class ChatWire(_SSEWire):
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         stream, include_usage = _openai_stream(body)
-        return parse_job(body, prompt, cap=cap, stream=stream, include_usage=include_usage)
+        job = parse_job(body, prompt, cap=cap, stream=stream, include_usage=include_usage)
+        try:
+            job.schema = from_response_format(body.get("response_format"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return job
 
     def choice(self, content: str | None, finish: str | None) -> dict:
         delta = {} if content is None else {"content": content}

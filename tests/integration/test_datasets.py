@@ -89,17 +89,26 @@ class Recorder(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append(body)
-        if self.path.endswith("/chat/completions"):  # SSE chunks, as in the chat completions streaming docs
+        chat = self.path.endswith("/chat/completions")
+        streamed = body.get("stream") if chat else self.headers.get("X-Stream", "").lower() == "true"
+        if chat and streamed:  # SSE chunks, as in the chat completions streaming docs
             events = [{"id": "x", "object": "chat.completion.chunk", "model": "m",
                        "choices": [{"index": 0, "delta": {"content": self.answer}, "finish_reason": None}]},
                       {"id": "x", "object": "chat.completion.chunk", "model": "m",
                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
             data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
             kind = "text/event-stream"
-        else:  # seed: JSON lines of {"text": ...} (a last line with finish_reason, as our sandbox sends)
-            data = (json.dumps({"text": self.answer}) + "\n" + json.dumps({"text": "", "finish_reason": "stop"})
-                    + "\n").encode()
+        elif chat:  # one chat.completion object
+            data = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": self.answer},
+                 "finish_reason": "stop"}]}).encode()
+            kind = "application/json"
+        elif streamed:  # seed: JSON lines of {"text": ...} and nothing else, as the docs show
+            data = (json.dumps({"text": self.answer}) + "\n").encode()
             kind = "application/x-ndjson"
+        else:  # seed, not streamed: {"output": ...} alone
+            data = json.dumps({"output": self.answer}).encode()
+            kind = "application/json"
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))

@@ -25,6 +25,7 @@ from .limits import bucket_for, wait_interruptibly
 from .protocols import Chunk, Spec
 from .results import Generation, Usage
 from .tokens import estimate_tokens
+from .unicode_text import notice_text as unicode_notice, replace_surrogates
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
@@ -606,6 +607,9 @@ class Client:
         params = validate_params({**self.profile.defaults, **given}, self.profile)
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
+        (prompt, system, messages), bad = replace_surrogates([prompt, system, messages])
+        if bad:
+            notice_once("surrogates", unicode_notice(bad))
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params)
         self._check_context(spec)
         return spec

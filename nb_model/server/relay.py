@@ -243,6 +243,9 @@ class NbModelRelay(LoggingConfigurable):
                                        "so kernels and terminals do not inherit or read them.")
     sandbox = Bool(True, config=True, help="Serve the simulated engine under nb-model/sandbox/.")
     sandbox_token_rate = Float(200.0, config=True, help="Tokens per second of the sandbox's streams.")
+    max_request_bytes = Int(1 << 20, config=True,
+                            help="Largest request body the relay and sandbox routes accept (bytes); a longer "
+                                 "one gets 413 before it is read.")
     connect_timeout = Float(10.0, config=True, help="Seconds to connect to an upstream.")
     request_timeout = Float(600.0, config=True, help="Seconds an upstream reply may take in total.")
 

@@ -23,6 +23,20 @@ def _env_snapshot():
 
 
 @pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own SIGINT handler during each test: a shell's background job starts pytest with SIGINT
+    ignored, and `_thread.interrupt_main` (the Ctrl-C of the interrupt tests) then does nothing."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture(autouse=True)
 def clean_env(_env_snapshot, monkeypatch, tmp_path):
     """No setting leaks in from the developer's machine, nor out of a test; each test runs in its own folder."""
     for name in ENV_VARS:

@@ -208,9 +208,25 @@ def test_requests_are_paced_in_process_so_the_server_never_says_429(use_endpoint
 
 
 def test_retry_after_an_hour_is_one_error_line_at_once(shell, use_endpoint):
+    from nb_model.client import Client
+    from nb_model.config import resolve_profile
     server = SeedServer(status=429, headers={"Retry-After": "3600"})
     try:
         use_endpoint(server)
+        outcome = []
+
+        def call():  # in a thread, so a client that obeys the hour fails this test at once, not by timeout
+            try:
+                Client(resolve_profile(None)).generate("Tell me about tides", max_tokens=5)
+            except Exception as exc:  # noqa: BLE001 - inspected below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(5)
+        assert outcome, "the client is still waiting on Retry-After: 3600"
+        assert "asks to wait 3600 s" in str(outcome[0]) and "\n" not in str(outcome[0])
+        server.bodies.clear()
         t = time.monotonic()
         res, cap = run(shell, "%%generate\nTell me about tides")
         took = time.monotonic() - t

@@ -175,6 +175,15 @@ def missing_part(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require(module: str, extra: str = "test"):
+    """Import `module`, or skip through `missing_part` (a failure where everything must run)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing_part(f"{module} is not installed (pip install 'nb_model[{extra}]')")
+
+
 def settled(server, expected: int, timeout: float = 4.0) -> dict:
     """The sandbox's counters once `expected` requests were recorded (a handler records when it ends)."""
     import time

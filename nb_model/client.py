@@ -109,6 +109,14 @@ def embedded_sandbox(engine: str = "sandbox"):
 
 def backoff_delay(attempt: int, headers: dict | None = None) -> float:
     """Server hint first (retry-after-ms, Retry-After seconds or HTTP date), else exponential with jitter."""
+    hint = server_hint(headers)
+    if hint is not None:
+        return hint
+    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def server_hint(headers: dict | None) -> float | None:
+    """The seconds a reply's retry-after-ms or Retry-After (seconds or HTTP date) asks for, else None."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     hint = None
     if "retry-after-ms" in headers:
@@ -127,9 +135,7 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
                     hint = max(0.0, parsed.timestamp() - time.time())
             except (ValueError, TypeError, OverflowError):
                 hint = None
-    if hint is not None and hint >= 0:
-        return hint
-    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+    return hint if hint is not None and hint >= 0 else None
 
 
 def check_cache_mode(mode) -> None:
@@ -395,7 +401,8 @@ class Stream:
                                    status=exc.status, request_id=exc.request_id) from None
                 attempt += 1
                 if self.on_retry:
-                    self.on_retry(f"{exc.what} — retrying in {delay:.1f} s ({attempt}/{self.max_retries})")
+                    asked = " as the server asked" if server_hint(exc.headers) is not None else ""
+                    self.on_retry(f"{exc.what} — retrying in {delay:.1f} s{asked} ({attempt}/{self.max_retries})")
                 wait_interruptibly(delay)
 
     def _attempt(self, start: float) -> Iterator[str]:

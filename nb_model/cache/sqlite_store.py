@@ -140,14 +140,18 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _move_aside(path: Path) -> Path | None:
+def _move_aside(path: Path, expected: tuple[int, int] | None = None) -> Path | None:
     """Rename the file (and its WAL) to a unique `<name>.corrupt-<time>-<pid>-<id>`; return the new name,
-    None when another process moved it first."""
+    None when another process moved it first (or replaced it by a fresh file: that one is put back)."""
     stamp = time.strftime('%Y%m%dT%H%M%S')
     target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     try:
         os.replace(path, target)
     except FileNotFoundError:
+        return None
+    if expected is not None and _file_id(target) != expected:  # not the file we judged: undo
+        if not path.exists():
+            os.replace(target, path)
         return None
     for suffix in ("-wal", "-shm"):
         side = Path(f"{path}{suffix}")
@@ -178,7 +182,7 @@ def open_sqlite(path: Path, warn: Warn) -> "SQLiteStore | None":
                 if attempt == 1 or _file_id(path) != seen:
                     time.sleep(0.05)  # look once more (or at the file that replaced it) before judging it
                     continue
-                target = _move_aside(path)
+                target = _move_aside(path, seen)
                 if target is not None:
                     warn(f"nb_model: the cache file {path} was unreadable ({_one_line(exc)}); moved it to "
                          f"{target.name} and started a fresh cache")

@@ -122,9 +122,9 @@ class _LimitedBody(_Base):
     _body: bytearray
     _refused = False
 
-    def _limit_message(self, size: str) -> str:
-        limit = self.relay.max_request_bytes
-        return (f"nb_model relay: the request body is {size}, over this server's limit of {limit:,} bytes "
+    def _limit_message(self, size: int | None = None) -> str:
+        limit, given = self.relay.max_request_bytes, f" ({size:,} bytes)" if size is not None else ""
+        return (f"nb_model relay: the request body{given} is over this server's limit of {limit:,} bytes "
                 f"(NbModelRelay.max_request_bytes): send a shorter prompt")
 
     async def prepare(self) -> None:
@@ -135,7 +135,7 @@ class _LimitedBody(_Base):
         length = (self.request.headers.get("Content-Length") or "").strip()
         if length.isdigit() and int(length) > self.relay.max_request_bytes:
             self._refused = True
-            raise RelayError(413, self._limit_message(f"{int(length):,} bytes"))
+            raise RelayError(413, self._limit_message(int(length)))
 
     def data_received(self, chunk: bytes) -> None:
         if self._refused or self._finished:
@@ -143,7 +143,7 @@ class _LimitedBody(_Base):
         self._body += chunk
         if len(self._body) > self.relay.max_request_bytes:
             self._refused, self._body = True, bytearray()
-            error = RelayError(413, self._limit_message("longer"))
+            error = RelayError(413, self._limit_message())
             self.send_error(413, exc_info=(RelayError, error, None))  # and the connection closes after it
 
     @property

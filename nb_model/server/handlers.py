@@ -36,6 +36,7 @@ ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_f
 # identity providers whose token logins are anonymous, random users: charge the server's owner
 _ANONYMOUS_TOKEN_LOGINS = (IdentityProvider, PasswordIdentityProvider)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BIG_BODY = 64 << 10  # bodies from this size on are parsed and measured in a thread (a few ms of work)
 
 
 class RelayError(web.HTTPError):
@@ -176,8 +177,9 @@ class RelayHandler(_LimitedBody):
                                   "remote host; the server's admin must use https or set "
                                   "NbModelRelay.allow_insecure_upstream = True")
         loop = asyncio.get_running_loop()
-        try:  # parsing and measuring a body of up to max_request_bytes: off the event loop
-            body, reserve = await loop.run_in_executor(None, profile.shape, self.body)
+        try:  # parsing and measuring a large body (up to max_request_bytes): off the event loop
+            body, reserve = (profile.shape(self.body) if len(self.body) < BIG_BODY
+                             else await loop.run_in_executor(None, profile.shape, self.body))
         except BadRequest as exc:
             raise RelayError(400, f"nb_model relay: {exc}") from None
         user = self.quota_user()
@@ -189,7 +191,8 @@ class RelayHandler(_LimitedBody):
         start, tokens = time.monotonic(), 0
         try:
             reply = await self.pass_through(url, key, meter, body)
-            tokens = await loop.run_in_executor(None, meter.tokens) if reply.streaming else 0
+            tokens = (0 if not reply.streaming else meter.tokens() if len(body) < BIG_BODY
+                      else await loop.run_in_executor(None, meter.tokens))
         finally:  # the reservation becomes the real count (0 if nothing came back)
             await loop.run_in_executor(None, relay.quotas.settle, reservation, tokens)
         self.log.info("nb_model relay: %s %s/%s -> %s %d, %d tokens, %.2f s%s", user, name, path.strip("/"),

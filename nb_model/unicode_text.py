@@ -15,10 +15,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
-def count_surrogates(text: str) -> int:
-    return len(_SURROGATE.findall(text)) if isinstance(text, str) else 0
-
-
 def replace_surrogates(value: Any) -> tuple[Any, int]:
     """(`value` with every lone surrogate replaced by U+FFFD, how many were replaced); walks strings,
     lists and dicts (chat messages)."""

@@ -25,6 +25,7 @@ from .limits import bucket_for, wait_interruptibly
 from .protocols import Chunk, Spec
 from .results import Generation, Usage
 from .tokens import estimate_tokens
+from .unicode_text import notice_text as unicode_notice, replace_surrogates
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
@@ -108,6 +109,14 @@ def embedded_sandbox(engine: str = "sandbox"):
 
 def backoff_delay(attempt: int, headers: dict | None = None) -> float:
     """Server hint first (retry-after-ms, Retry-After seconds or HTTP date), else exponential with jitter."""
+    hint = server_hint(headers)
+    if hint is not None:
+        return hint
+    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def server_hint(headers: dict | None) -> float | None:
+    """The seconds a reply's retry-after-ms or Retry-After (seconds or HTTP date) asks for, else None."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     hint = None
     if "retry-after-ms" in headers:
@@ -126,9 +135,7 @@ def backoff_delay(attempt: int, headers: dict | None = None) -> float:
                     hint = max(0.0, parsed.timestamp() - time.time())
             except (ValueError, TypeError, OverflowError):
                 hint = None
-    if hint is not None and hint >= 0:
-        return hint
-    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
+    return hint if hint is not None and hint >= 0 else None
 
 
 def check_cache_mode(mode) -> None:
@@ -397,7 +404,8 @@ class Stream:
                                    status=exc.status, request_id=exc.request_id) from None
                 attempt += 1
                 if self.on_retry:
-                    self.on_retry(f"{exc.what} — retrying in {delay:.1f} s ({attempt}/{self.max_retries})")
+                    asked = " as the server asked" if server_hint(exc.headers) is not None else ""
+                    self.on_retry(f"{exc.what} — retrying in {delay:.1f} s{asked} ({attempt}/{self.max_retries})")
                 wait_interruptibly(delay)
 
     def _attempt(self, start: float) -> Iterator[str]:
@@ -620,6 +628,9 @@ class Client:
         params = validate_params({**self.profile.defaults, **given}, self.profile)
         if not prompt or not prompt.strip():
             raise ConfigError("the prompt is empty: write the prompt in the cell body (or pass prompt=...)")
+        (prompt, system, messages), bad = replace_surrogates([prompt, system, messages])
+        if bad:
+            notice_once("surrogates", unicode_notice(bad))
         spec = Spec(prompt=prompt, system=system or None, messages=messages or None, params=params,
                     tools=tools or None, tool_choice=tool_choice, after=after or None)
         self._check_context(spec)

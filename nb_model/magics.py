@@ -5,7 +5,6 @@ Defaults can be set with `%config NbModel.temperature = 0.2` (any of the traits 
 from __future__ import annotations
 
 import importlib
-import keyword
 import shlex
 
 from IPython.core.error import UsageError
@@ -14,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, observe, validate
 
 from .errors import ConfigError, Interrupted, NbModelError
+from .out_names import out_name_problem
 
 # Subcommands of the line magic: name -> "module:function(magics, args: list[str])".
 SUBCOMMANDS = {
@@ -131,8 +131,8 @@ class NbModel(Magics):
         if args.subcommand:
             raise UsageError(f"unexpected words {' '.join(args.subcommand)!r} after %%generate: "
                              "options start with - (see %%generate?)")
-        if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
-            raise UsageError(f"--out needs a variable name, got {args.out!r}")
+        if args.out and out_name_problem(args.out):
+            raise UsageError(out_name_problem(args.out))
         if args.refresh and args.no_cache:
             raise UsageError("use either --refresh or --no-cache, not both")
         args.cache = "refresh" if args.refresh else "off" if args.no_cache else "use"

@@ -24,6 +24,20 @@ def _env_snapshot():
 
 
 @pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own SIGINT handler during each test: a shell's background job starts pytest with SIGINT
+    ignored, and `_thread.interrupt_main` (the Ctrl-C of the interrupt tests) then does nothing."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture(autouse=True)
 def clean_env(_env_snapshot, monkeypatch, tmp_path):
     """No setting leaks in from the developer's machine, nor out of a test; each test runs in its own folder."""
     for name in ENV_VARS:
@@ -160,6 +174,15 @@ def missing_part(reason: str) -> None:
     if os.environ.get("CI") or os.environ.get("NB_MODEL_STRICT"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def require(module: str, extra: str = "test"):
+    """Import `module`, or skip through `missing_part` (a failure where everything must run)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing_part(f"{module} is not installed (pip install 'nb_model[{extra}]')")
 
 
 def settled(server, expected: int, timeout: float = 4.0) -> dict:

@@ -22,7 +22,7 @@ def canonical_json(obj: Any) -> str:
 def cache_key(identity: dict[str, Any]) -> str:
     """The hex sha256 of the versioned canonical identity."""
     data = canonical_json({"v": KEY_VERSION, "identity": identity})
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()  # never raises on odd text
 
 
 def prompt_head(identity: dict[str, Any], words: int = 12) -> str:

@@ -2,8 +2,15 @@
 
 WAL mode, a busy timeout and one connection guarded by a lock make it safe for
 several threads and kernels at once; a kernel killed mid-write leaves the last
-committed state. A corrupt or foreign file is moved aside (`.corrupt-<time>`)
-with one warning; a location that cannot be written means no cache (one warning).
+committed state. A corrupt or foreign file is moved aside (`.corrupt-<time>-<pid>-<id>`)
+with one warning; a location that cannot be written means no cache (one warning),
+and an existing file there is still read (read-only, one warning).
+
+Several processes may create the same file at once (kernels of one notebook started
+together, worker processes): the file's identity is always read inside one
+transaction, so a half-made file of another process is never taken for a foreign one,
+and a store whose file was moved or replaced under it re-opens the path (one warning)
+instead of writing on into the moved file.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +46,15 @@ class _NotOurs(sqlite3.DatabaseError):
     """A valid SQLite file that belongs to something else, or one that fails its integrity check."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's text on one line (SQLite's integrity reports span several)."""
+    return " ".join(str(exc).split())
+
+
 def _classify(conn: sqlite3.Connection) -> str:
-    """'ours', 'empty' or 'foreign' (raises DatabaseError when the file is not SQLite at all)."""
+    """'ours', 'empty' or 'foreign' (raises DatabaseError when the file is not SQLite at all).
+
+    Call it inside a transaction: the header and the table list must come from one snapshot."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     tables = [r[0] for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
@@ -65,7 +80,12 @@ def _connect(path: Path) -> sqlite3.Connection:
                            check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        if _classify(conn) == "foreign":
+        conn.execute("BEGIN")  # one read snapshot: another process may be setting the file up right now
+        try:
+            kind = _classify(conn)
+        finally:
+            conn.execute("COMMIT")
+        if kind == "foreign":
             raise _NotOurs("not an nb_model cache file")
         _wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -88,10 +108,51 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename the file (and its WAL) to `<name>.corrupt-<time>`; return the new name."""
-    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    os.replace(path, target)
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """The existing file, read only (for a location that cannot be written); raises sqlite3.Error."""
+    errors = []
+    for flags in ("mode=ro", "immutable=1"):  # a WAL file in a read-only folder needs immutable
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?{flags}", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute("BEGIN")
+                kind = _classify(conn)
+                conn.execute("COMMIT")
+                if kind != "ours":
+                    raise _NotOurs("not an nb_model cache file")
+                return conn
+            except BaseException:
+                conn.close()
+                raise
+        except _NotOurs:
+            raise
+        except sqlite3.Error as exc:
+            errors.append(exc)
+    raise errors[-1]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _move_aside(path: Path, expected: tuple[int, int] | None = None) -> Path | None:
+    """Rename the file (and its WAL) to a unique `<name>.corrupt-<time>-<pid>-<id>`; return the new name,
+    None when another process moved it first (or replaced it by a fresh file: that one is put back)."""
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    if expected is not None and _file_id(target) != expected:  # not the file we judged: undo
+        if not path.exists():
+            os.replace(target, path)
+        return None
     for suffix in ("-wal", "-shm"):
         side = Path(f"{path}{suffix}")
         if side.exists():
@@ -104,20 +165,45 @@ def open_sqlite(path: Path, warn: Warn) -> "SQLiteStore | None":
     off = "caching and history on disk are off for this session"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in (1, 2):
+    except OSError as exc:
+        if not path.exists():
+            warn(f"nb_model: cannot use the cache folder {path.parent} ({exc.strerror or exc}); {off}")
+            return None
+    try:
+        for attempt in (1, 2, 3):
+            seen = _file_id(path)
             try:
                 return SQLiteStore(_connect(path), path, warn)
             except sqlite3.OperationalError as exc:
-                warn(f"nb_model: cannot write the cache file {path} ({exc}); {off}")
-                return None
+                return _read_only(path, warn, exc, off)
             except sqlite3.DatabaseError as exc:
-                if attempt == 2:
+                if attempt == 3:
                     raise
-                target = _move_aside(path)
-                warn(f"nb_model: the cache file {path} was unreadable ({exc}); moved it to {target.name} "
-                     f"and started a fresh cache")
+                if attempt == 1 or _file_id(path) != seen:
+                    time.sleep(0.05)  # look once more (or at the file that replaced it) before judging it
+                    continue
+                target = _move_aside(path, seen)
+                if target is not None:
+                    warn(f"nb_model: the cache file {path} was unreadable ({_one_line(exc)}); moved it to "
+                         f"{target.name} and started a fresh cache")
     except (OSError, sqlite3.Error) as exc:
-        warn(f"nb_model: cannot use the cache folder {path.parent} ({getattr(exc, 'strerror', None) or exc}); {off}")
+        warn(f"nb_model: cannot use the cache folder {path.parent} "
+             f"({getattr(exc, 'strerror', None) or _one_line(exc)}); {off}")
+    return None
+
+
+def _read_only(path: Path, warn: Warn, exc: BaseException, off: str) -> "SQLiteStore | None":
+    """The file cannot be written: read it (one warning) if it is ours, else no cache (one warning)."""
+    if path.exists():
+        try:
+            store = SQLiteStore(_connect_read_only(path), path, warn, read_only=True)
+        except sqlite3.Error:
+            pass
+        else:
+            warn(f"nb_model: the cache file {path} cannot be written ({_one_line(exc)}); reading its answers, "
+                 f"new ones are not stored this session")
+            return store
+    warn(f"nb_model: cannot write the cache file {path} ({_one_line(exc)}); {off}")
     return None
 
 
@@ -126,10 +212,24 @@ class SQLiteStore:
 
     kind = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, warn: Warn) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, warn: Warn, read_only: bool = False) -> None:
         self.conn, self.path, self._warn = conn, path, warn
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._failed = False
+        self._file = _file_id(path)
+
+    def _follow(self) -> None:
+        """If the file at `path` is no longer the one we opened (moved aside or replaced by another
+        process), re-open the path, so nothing more is written into a file nobody will read."""
+        now = _file_id(self.path)
+        if now == self._file or self.read_only:
+            return
+        self.conn.close()
+        self.conn = _connect(self.path)
+        self._file = _file_id(self.path)
+        self._warn(f"nb_model: the cache file {self.path} was moved or replaced by another process; "
+                   f"re-opened it (answers stored before that are in the moved file)")
 
     def describe(self) -> str:
         return str(self.path)
@@ -137,13 +237,17 @@ class SQLiteStore:
     def _run(self, what: str, fn: Callable[[sqlite3.Connection], Any], default: Any = None) -> Any:
         """Run one statement group under the lock; a failure (also a value SQLite cannot hold: a huge
         integer, text that is not valid Unicode) is one warning, never a traceback."""
+        if self.read_only and what != "read":
+            return default  # said once, when the file was opened
         try:
             with self._lock:
+                self._follow()
                 return fn(self.conn)
         except (sqlite3.Error, OverflowError, UnicodeError, ValueError, TypeError) as exc:
             if not self._failed:
                 self._failed = True
-                self._warn(f"nb_model: the cache file {self.path} failed to {what} ({exc}); continuing without it")
+                self._warn(f"nb_model: the cache file {self.path} failed to {what} ({_one_line(exc)}); "
+                           f"continuing without it")
             return default
 
     # -- entries --------------------------------------------------------------

@@ -47,7 +47,8 @@ from dataclasses import dataclass
 SIMPLE = ("429-no-retry-after", "429-ms", "html", "cut-before", "malformed", "filter", "error-event",
           "tool-malformed", "pack-drop", "pack-merge", "json-noise", "json-invalid")
 WITH_ARG = {"cut-after": int, "stall": float, "stall-before": float}
-KNOWN = "400-599, " + ", ".join(SIMPLE) + ", cut-after:N, stall:S, stall-before:S"
+MAX_WAIT_S = 3600  # the longest stall a spec may ask for
+KNOWN = "400-599, " + ", ".join(SIMPLE) + f", cut-after:N, stall:S, stall-before:S (S at most {MAX_WAIT_S})"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def parse_fault(spec: str) -> Fault:
             value = WITH_ARG[name](arg)
         except ValueError:
             value = -1
-        if value >= 0:
+        if 0 <= value <= MAX_WAIT_S:  # also refuses inf and nan
             return Fault(spec=text, kind=name, arg=float(value))
     raise ValueError(f"unknown fault spec {spec!r} (known: {KNOWN})")
 

@@ -22,6 +22,7 @@ import hmac
 import json
 import math
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -51,6 +52,19 @@ _FAULT_MESSAGES = {400: "simulated bad request", 401: "simulated authentication 
 _HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
              b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx (nb_model sandbox)"
              b"</center>\r\n</body>\r\n</html>\r\n")
+
+
+class _BadLength(ValueError):
+    """A request whose Content-Length is not a number of bytes (answered 400)."""
+
+
+def client_left(sock) -> bool:
+    """True when the peer closed its side (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 class _Abort(Exception):
@@ -289,6 +303,15 @@ class _Handler(BaseHTTPRequestHandler):
         kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "api_error")
         self._json(status, {"error": {"message": message, "type": kind}}, headers)
 
+    def _stall(self, seconds: float) -> None:
+        """A fault's silence: ends early (dropping the reply) when the client hangs up or the server stops,
+        so a long stall never keeps a thread after its client left."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.server.sandbox._sleep(min(left, 0.1))
+            if client_left(self.connection):
+                raise _Abort()
+
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             parts = []
@@ -298,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                 pass  # trailers
             return b"".join(parts)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit():
+            raise _BadLength(f"Content-Length must be a whole number of bytes, got {length[:40]!r}")
+        return self.rfile.read(int(length))
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -308,7 +334,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path.rstrip("/") or "/"
         try:
-            raw = self._read_body()
+            try:
+                raw = self._read_body()
+            except (_BadLength, ValueError) as exc:  # ValueError: a bad chunk size
+                self.close_connection = True
+                return self._error(400, str(exc) if isinstance(exc, _BadLength) else "malformed chunked body")
             methods = ROUTES.get(path)
             if methods is None:
                 return self._error(404, f"no route for {path}")
@@ -439,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Apply a fault that strikes before any text; True if the reply is done."""
         kind = fault.kind
         if kind == "stall-before":
-            self.server.sandbox._sleep(fault.arg)
+            self._stall(fault.arg)
             return False
         if kind == "status":
             extra = {"Retry-After": "1"} if fault.status == 429 else None
@@ -468,7 +498,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.server.sandbox._sleep(start + n / rate - time.monotonic())
                 yield piece
                 if n == 0 and fault.kind == "stall":
-                    self.server.sandbox._sleep(fault.arg)
+                    self._stall(fault.arg)
             return tokens.finish_reason or "stop"
         finally:
             tokens.close()

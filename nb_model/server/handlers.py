@@ -18,6 +18,7 @@ from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvi
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.web import stream_request_body
 
 from .metering import UsageMeter
 from .proxy import PASS_REQUEST, PASS_SANDBOX, UpstreamFailed, forward
@@ -31,10 +32,11 @@ except ImportError:  # jupyter_server < 2.13 checks nothing before the handler r
         return method
 
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-               429: "rate_limit_error"}
+               413: "request_too_large", 429: "rate_limit_error"}
 # identity providers whose token logins are anonymous, random users: charge the server's owner
 _ANONYMOUS_TOKEN_LOGINS = (IdentityProvider, PasswordIdentityProvider)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BIG_BODY = 64 << 10  # bodies from this size on are parsed and measured in a thread (a few ms of work)
 
 
 class RelayError(web.HTTPError):
@@ -113,11 +115,51 @@ class _Base(APIHandler):
             raise RelayError(exc.status, f"nb_model relay: the upstream {exc}") from None
 
 
-class RelayHandler(_Base):
+class _LimitedBody(_Base):
+    """Reads the request body as it arrives (``stream_request_body``), up to `NbModelRelay.max_request_bytes`:
+    a longer body is refused with 413 from its Content-Length before anything is read, or as soon as the
+    streamed bytes pass the limit, so a huge body never sits in memory nor holds the event loop."""
+
+    _body: bytearray
+    _refused = False
+
+    def _limit_message(self, size: int | None = None) -> str:
+        limit, given = self.relay.max_request_bytes, f" ({size:,} bytes)" if size is not None else ""
+        return (f"nb_model relay: the request body{given} is over this server's limit of {limit:,} bytes "
+                f"(NbModelRelay.max_request_bytes): send a shorter prompt")
+
+    async def prepare(self) -> None:
+        self._body = bytearray()
+        await super().prepare()
+        if self._finished:
+            return
+        length = (self.request.headers.get("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > self.relay.max_request_bytes:
+            self._refused = True
+            raise RelayError(413, self._limit_message(int(length)))
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refused or self._finished:
+            return
+        self._body += chunk
+        if len(self._body) > self.relay.max_request_bytes:
+            self._refused, self._body = True, bytearray()
+            error = RelayError(413, self._limit_message())
+            self.send_error(413, exc_info=(RelayError, error, None))  # and the connection closes after it
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._body)
+
+
+@stream_request_body
+class RelayHandler(_LimitedBody):
     """``POST relay/<profile>/<path>``: the profile's upstream, with its key, within the user's limits."""
 
     @allow_unauthenticated
     async def post(self, name: str, path: str) -> None:
+        if self._finished:  # refused while the body came in
+            return
         relay = self.relay
         profile = relay.routes.get(name)
         if profile is None:
@@ -134,12 +176,13 @@ class RelayHandler(_Base):
             raise RelayError(403, f"nb_model relay: profile {name!r} would send its key over plain http to a "
                                   "remote host; the server's admin must use https or set "
                                   "NbModelRelay.allow_insecure_upstream = True")
-        try:
-            body, reserve = profile.shape(self.request.body)
+        loop = asyncio.get_running_loop()
+        try:  # parsing and measuring a large body (up to max_request_bytes): off the event loop
+            body, reserve = (profile.shape(self.body) if len(self.body) < BIG_BODY
+                             else await loop.run_in_executor(None, profile.shape, self.body))
         except BadRequest as exc:
             raise RelayError(400, f"nb_model relay: {exc}") from None
         user = self.quota_user()
-        loop = asyncio.get_running_loop()
         try:
             reservation = await loop.run_in_executor(None, relay.quotas.admit, user, None, reserve)
         except QuotaExceeded as exc:
@@ -148,7 +191,8 @@ class RelayHandler(_Base):
         start, tokens = time.monotonic(), 0
         try:
             reply = await self.pass_through(url, key, meter, body)
-            tokens = meter.tokens() if reply.streaming else 0
+            tokens = (0 if not reply.streaming else meter.tokens() if len(body) < BIG_BODY
+                      else await loop.run_in_executor(None, meter.tokens))
         finally:  # the reservation becomes the real count (0 if nothing came back)
             await loop.run_in_executor(None, relay.quotas.settle, reservation, tokens)
         self.log.info("nb_model relay: %s %s/%s -> %s %d, %d tokens, %.2f s%s", user, name, path.strip("/"),
@@ -156,17 +200,22 @@ class RelayHandler(_Base):
                       " (caller left)" if reply.client_gone else "")
 
 
-class SandboxHandler(_Base):
+@stream_request_body
+class SandboxHandler(_LimitedBody):
     """``nb-model/sandbox/<path>``: the simulated engine (as ``nb-model serve``), no key, no quota."""
 
     @allow_unauthenticated
     async def get(self, path: str) -> None:
+        if self._finished:
+            return
         server = self.relay.sandbox_server
         if server is None:
             raise RelayError(404, "nb_model: the sandbox is off (NbModelRelay.sandbox = False)")
         if _CONTROL.search(path):
             raise RelayError(400, "nb_model: control characters (such as CR, LF) are not allowed in a sandbox path")
-        await self.pass_through(f"{server.url}/{quote(path.lstrip('/'), safe='/')}", allow_headers=PASS_SANDBOX)
+        body = self.body if self.request.method not in ("GET", "HEAD", "DELETE") else None
+        await self.pass_through(f"{server.url}/{quote(path.lstrip('/'), safe='/')}", body=body,
+                                allow_headers=PASS_SANDBOX)
 
     post = put = delete = patch = get
 

@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 MASK = "***"
 _AUTH = re.compile(r"""(?ix)
     (authorization["']?\s*[:=]\s*["']?)        # Authorization: / "authorization": / authorization=
+    (?!(?:(?:bearer|token|basic)\s+)?\$\{?[A-Za-z_]\w*\}?(?:[\s"',;}]|$))  # not a $VARIABLE (help text)
     (?:(?:bearer|token|basic)\s+)?[^\s"',;}]+
   | \b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{8,}  # a bare 'Bearer <token>'
 """)

@@ -55,6 +55,8 @@ HINTS = ("price_per_1m", "max_tokens_cap", "context_window", "description")
 KEY_SOURCES = ("key_env", "key_file", "key")
 SETTINGS = {"endpoint", "protocol", "model", *KEY_SOURCES, *HINTS}
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")  # the second: newer OpenAI name
+# chat servers count a few tokens around each message (role markers) and before the reply
+MESSAGE_TOKENS, REPLY_TOKENS = 4, 3
 
 
 class BadRequest(ValueError):
@@ -108,7 +110,9 @@ class RelayProfile:
             body["max_tokens"] = cap
             given = ["max_tokens"]
         completion = max((body[name] for name in given), default=0)
-        return json.dumps(body).encode(), completion + estimate_tokens(prompt_text(body))
+        messages = body.get("messages")
+        framing = MESSAGE_TOKENS * len(messages) + REPLY_TOKENS if isinstance(messages, list) else 0
+        return json.dumps(body).encode(), completion + estimate_tokens(prompt_text(body)) + framing
 
     def upstream(self, path: str) -> tuple[str, str] | None:
         """(upstream URL, protocol) for a relay path, None if this profile does not serve it."""
@@ -243,6 +247,9 @@ class NbModelRelay(LoggingConfigurable):
                                        "so kernels and terminals do not inherit or read them.")
     sandbox = Bool(True, config=True, help="Serve the simulated engine under nb-model/sandbox/.")
     sandbox_token_rate = Float(200.0, config=True, help="Tokens per second of the sandbox's streams.")
+    max_request_bytes = Int(1 << 20, config=True,
+                            help="Largest request body the relay and sandbox routes accept (bytes); a longer "
+                                 "one gets 413 before it is read.")
     connect_timeout = Float(10.0, config=True, help="Seconds to connect to an upstream.")
     request_timeout = Float(600.0, config=True, help="Seconds an upstream reply may take in total.")
 

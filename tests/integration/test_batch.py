@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import run, settled
+from conftest import require, run, settled
 import nb_model
 from nb_model import client as client_mod
 from nb_model.batch import generate_many, split_spans, split_text, summarize_long
@@ -50,7 +50,7 @@ def test_results_in_input_order_even_when_finishing_out_of_order(use_endpoint):
 
 
 def test_series_keeps_index_and_name(sandbox, use_endpoint):
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     use_endpoint(sandbox)
     prompts = pd.Series(["about owls", "about rivers", "about salt"], index=["o", "r", "s"], name="q")
     got = generate_many(prompts, max_tokens=20, progress=False)
@@ -59,7 +59,7 @@ def test_series_keeps_index_and_name(sandbox, use_endpoint):
 
 
 def test_template_filled_from_dicts_rows_items_and_namespace(sandbox, use_endpoint):
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     use_endpoint(sandbox)
     people = [{"name": "Ada", "field": "math"}, {"name": "Alan", "field": "logic"}]
     template = "Write to {name} about {field} in {tone} words."
@@ -139,7 +139,7 @@ def test_interrupt_returns_what_finished_promptly(use_endpoint, collected):
 
 
 def test_over_magic_runs_template_per_item_with_compact_summary(shell, sandbox, use_endpoint):
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     use_endpoint(sandbox)
     shell.user_ns.update(topics=["owls", "rivers", "salt"], level="a child",
                          people=pd.Series([{"name": "Ada"}, {"name": "Alan"}], index=["a", "b"]))
@@ -165,7 +165,7 @@ def test_over_magic_runs_template_per_item_with_compact_summary(shell, sandbox, 
 
 
 def test_over_an_empty_list_is_one_line_and_sends_nothing(shell, sandbox, use_endpoint):
-    pd = pytest.importorskip("pandas")
+    pd = require("pandas")
     use_endpoint(sandbox)
     shell.user_ns.update(empty=[], empty_series=pd.Series([], dtype=object))
     for name in ("empty", "empty_series"):

@@ -136,8 +136,6 @@ def test_magic_against_third_party_server(shell, server_profile, options):
 
 
 def test_generate_many_against_third_party_server(server_profile):
-    if find_spec("nb_model.batch") is None:
-        pytest.skip("nb_model.batch (generate_many) is not built yet")
     import nb_model
     prompts = [PROMPT, "Water boils at", "The opposite of hot is"]
     results = nb_model.generate_many(prompts, max_workers=2, max_tokens=6, temperature=0)

@@ -66,7 +66,7 @@ def test_shape_forces_model_caps_tokens_and_reserves():
     prof = parse_profile("p", {"endpoint": "https://x", "protocol": "openai", "model": "small", "max_tokens_cap": 50})
     chat = {"model": "big", "messages": [{"role": "user", "content": "one two"}]}
     body, reserve = prof.shape(json.dumps(chat).encode())
-    assert json.loads(body)["model"] == "small" and json.loads(body)["max_tokens"] == 50 and reserve == 52
+    assert json.loads(body)["model"] == "small" and json.loads(body)["max_tokens"] == 50 and reserve == 50 + 2 + 4 + 3  # + message and reply framing
     body, reserve = prof.shape(b'{"prompt": "abcdefgh abcdefgh", "max_completion_tokens": 10, "n": 1}')
     assert json.loads(body)["max_completion_tokens"] == 10 and reserve == 10 + 4
     for raw, message in [(b'{"max_tokens": 51}', "use at most 50"), (b'{"max_tokens": true}', "positive integer"),

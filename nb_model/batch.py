@@ -24,6 +24,7 @@ from .client import check_cache_mode, client_for, estimate_tokens, notice
 from .config import validate_params
 from .errors import ConfigError, Interrupted, NbModelError
 from .results import Generation, Usage
+from .textwidth import shorten
 
 ERRORS = ("collect", "raise")
 
@@ -344,7 +345,8 @@ def summarize_long(text: str, *, instructions: str = "Summarize the following te
         f"{instructions}\n\n{text}"
     final = client.generate(prompt, **params)
     final.usage = Usage(sum(g.usage.prompt_tokens for g in calls) + final.usage.prompt_tokens,
-                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens)
+                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens,
+                        estimated=any(g.usage.estimated for g in (*calls, final)))
     final.cost_usd = sum(g.cost_usd for g in calls) + final.cost_usd
     return final
 
@@ -359,9 +361,9 @@ def report_rows(results, limit: int = 10, width: int = 60) -> tuple[list[tuple[s
             rows.append((str(key), "not run (interrupted)"))
             continue
         body = gen.error if gen.finish_reason == "error" else gen.text
-        body = " ".join((body or "").split())
-        body = body if len(body) <= width else body[: width - 1] + "…"
-        rows.append((str(key), f"{gen.finish_reason or '?':14} {gen.usage.completion_tokens:>5} tok  {body}"))
+        body = shorten(" ".join((body or "").split()), width)
+        count = ("~" if gen.usage.estimated else "") + str(gen.usage.completion_tokens)
+        rows.append((str(key), f"{gen.finish_reason or '?':14} {count:>5} tok  {body}"))
     if len(pairs) > limit:
         rows.append(("…", f"{len(pairs) - limit} more"))
     gens = [g for _, g in pairs if g is not None]

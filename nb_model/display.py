@@ -183,8 +183,8 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
         else:
             warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
     elif gen.finish_reason == "content_filter":
-        warnings.append("the server's content filter cut the answer short (not cached, so a re-run asks again): "
-                        "rephrase the prompt and re-run the cell")
+        warnings.append("the answer was filtered by the server's content filter and is incomplete; it is not "
+                        "cached, so a re-run asks again: rephrase the prompt and re-run the cell")
     elif gen.finish_reason == "interrupted":
         warnings.append("interrupted: partial text kept; re-run the cell to generate again")
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",

@@ -239,14 +239,9 @@ def _need_text(text, what: str) -> None:
 
 _LEVELS = (
     re.compile(r"\n[ \t]*\n\s*"),      # paragraph breaks
-    re.compile(r"(?<=[.!?;:…。])[\"')\]]*\s+"),  # sentence ends
+    re.compile(r"(?<=[.!?;:…])[\"')\]]*\s+|(?<=[。！？；])[”’」』）]*\s*"),  # sentence ends (CJK: no space after)
     re.compile(r"\s+"),                # spaces
 )
-
-
-def _estimate(chars: int, words: int) -> int:
-    """`estimate_tokens` from a span's length and word count (so sums of spans can be checked)."""
-    return max(chars // 4, words)
 
 
 def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
@@ -254,10 +249,14 @@ def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
     if estimate_tokens(text[start:end]) <= max_tokens:
         yield start, end
         return
-    if level == len(_LEVELS):  # one huge word: plain slices (4 characters per token)
-        step = 4 * max_tokens
-        for a in range(start, end, step):
-            yield a, min(a + step, end)
+    if level == len(_LEVELS):  # one huge word (or a run of CJK text): plain slices within budget
+        a = start
+        while a < end:
+            b = min(a + 4 * max_tokens, end)
+            while b - a > 1 and (n := estimate_tokens(text[a:b])) > max_tokens:
+                b = a + max(1, (b - a) * max_tokens // n)  # no character counts more than one token
+            yield a, b
+            a = b
         return
     cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
     for a, b in zip([start] + cuts, cuts + [end]):
@@ -273,12 +272,12 @@ def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -
     if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
         raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
     units = list(_units(text, 0, len(text), max_tokens))
-    words = [0]  # words[k]: words in units[:k] (a unit cut inside a word counts it again: never too low)
-    for a, b in units:
-        words.append(words[-1] + len(text[a:b].split()))
+    sums = [0]  # sums[k]: the estimates of units[:k] added up (units end after whitespace or inside a word,
+    for a, b in units:  # so the estimate of units joined is never above the sum of theirs)
+        sums.append(sums[-1] + estimate_tokens(text[a:b]))
 
     def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
-        return _estimate(units[j - 1][1] - units[i][0], words[j] - words[i])
+        return sums[j] - sums[i]
 
     spans, i = [], 0
     while i < len(units):

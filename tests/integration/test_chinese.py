@@ -63,3 +63,12 @@ def test_content_filtered_answer_is_not_cached(shell, sandbox, use_endpoint, mon
 
 def _last(shell, cell):
     return run(shell, cell)[1]
+
+
+def test_split_text_keeps_chinese_chunks_within_budget_at_sentence_ends():
+    from nb_model import split_text
+    text = "灯塔看守人每天傍晚都会爬上螺旋楼梯。他修剪灯芯，把巨大的透镜擦得闪亮！" * 40  # no spaces at all
+    chunks = split_text(text, max_tokens=100, overlap=0)
+    assert len(chunks) > 5 and "".join(chunks) == text
+    assert all(estimate_tokens(c) <= 100 for c in chunks)
+    assert all(c[-1] in "。！" for c in chunks)  # cut after a sentence, not mid-word

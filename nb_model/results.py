@@ -23,6 +23,10 @@ class Usage:
     completion_tokens: int = 0
     estimated: bool = False  # a count (or both) is nb_model's estimate: the server reported none
 
+    def __repr__(self) -> str:  # `estimated` only when it is true
+        extra = ", estimated=True" if self.estimated else ""
+        return f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}{extra})"
+
     def label(self) -> str:
         """`12 → 40 tokens`, or `~12 → ~40 tokens` when the counts are estimates."""
         mark = "~" if self.estimated else ""

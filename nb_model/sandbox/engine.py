@@ -37,7 +37,7 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
 
 Generated tokens are words and punctuation marks (one character each in Chinese), so the usage a reply
 reports is its number of pieces. Prompts are counted with nb_model's shared estimator
-(`nb_model.tokens.estimate_tokens`, CJK characters one token each), like a real tokenizer would.
+(`nb_model.tokens.estimate_tokens`, about one token per CJK character), like a real tokenizer would.
 """
 from __future__ import annotations
 

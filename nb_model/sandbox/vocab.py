@@ -120,7 +120,8 @@ VOCABULARIES: dict[str, Vocabulary] = {
 # Characters and words that end a candidate noun in a Chinese prompt (instructions, measure words, particles)
 ZH_BREAKS = ("请|用|写|一下|介绍|描述|解释|总结|列出|说明|关于|什么|怎么|如何|为什么|是|的|了|在|和|与|把|被|给|"
              "我|你|他|她|它|们|这|那|个|些|吗|呢|吧|啊|句|话|段|篇|首|一|二|两|三|四|五|十|几|短|长|简单|"
-             "中文|英文|回答|。|，|？|！|、|：|；")
+             "中文|英文|回答|条|座|岁|位|本|张|只|种|次|向|给出|列举|通俗易懂|通俗|好奇|基本|实用|建议|学习|"
+             "阅读|。|，|？|！|、|：|；")
 
 # Sentence shapes, likeliest first: S subject, V verb, O object, E ending, C opener.
 SHAPES: tuple[str, ...] = ("SVO", "SVOE", "CSVO", "CSVOE")

@@ -170,3 +170,12 @@ def test_compare_columns_complete(point, shell):
     assert res.success
     plain = "\n".join(shown(cap))
     assert plain.count(TEXT) == 2 and plain.count("finish: stop") == 2 and "error" not in plain.lower()
+
+
+def test_chat_keeps_a_cleanly_ended_answer(point, shell):
+    from nb_model.chat import conversation
+    bodies = point("chunked")
+    res, _ = run(shell, "%%generate --chat docs --no-cache --max-tokens 50\n用一句话介绍灯塔")
+    assert res.success and [m["role"] for m in conversation(shell, "docs").messages()] == ["user", "assistant"]
+    run(shell, "%%generate --chat docs --no-cache --max-tokens 50\n再说一句")
+    assert "灯塔在夜里为船只指路" in bodies[-1]["prompt"]  # the first answer went back as context

@@ -162,6 +162,7 @@ def test_panel_run_completes(point, shell):
     assert panel.wait(10)
     assert panel.text == TEXT
     assert "finish: stop" in panel.status.value and "error" not in panel.status.value.lower()
+    assert "~" in panel.status.value  # estimated counts, said so
 
 
 def test_compare_columns_complete(point, shell):
@@ -170,6 +171,7 @@ def test_compare_columns_complete(point, shell):
     assert res.success
     plain = "\n".join(shown(cap))
     assert plain.count(TEXT) == 2 and plain.count("finish: stop") == 2 and "error" not in plain.lower()
+    assert plain.count(" tokens · ") == 2 and plain.count("~") >= 4  # both columns' counts are estimates
 
 
 def test_chat_keeps_a_cleanly_ended_answer(point, shell):

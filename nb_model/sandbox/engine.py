@@ -94,7 +94,7 @@ class Engine(Protocol):
 
 
 def count_tokens(text: str) -> int:
-    """Tokens of a prompt: the shared character-class aware estimate (a CJK character is one token)."""
+    """Tokens of a prompt: the shared character-class aware estimate (about one per CJK character)."""
     return estimate_tokens(text)
 
 

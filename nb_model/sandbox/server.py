@@ -8,8 +8,8 @@ Routes (``/v1/*`` need ``Authorization: Bearer <key>`` when an api_key is set):
 * ``GET /sandbox/stats``, ``POST /sandbox/reset``, ``GET|POST|DELETE
   /sandbox/faults`` — the test controls (see `faults.py`).
 
-Every reply carries ``X-Request-Id`` (except with ``wire="minimal"``: see `minimal.py`). Generation requests pass, in order: auth
-(401), the QPS token bucket (429 + Retry-After), validation (400), the fault
+Every reply carries ``X-Request-Id`` (except with ``wire="minimal"``: see `minimal.py`). Generation
+requests pass, in order: auth (401), the QPS token bucket (429 + Retry-After), validation (400), the fault
 injector, then the engine. Replies name the model the request asked for (as
 OpenAI-compatible servers such as vLLM do), else the engine's. The context
 window is the ``context_window`` argument, else the engine's, else 16384.

@@ -227,7 +227,7 @@ def _formatted(fmt: str, vocab: Vocabulary, nouns: list[str], sampler: _Sampler)
         import json
         text = json.dumps({"model": "sandbox", "summary": s[0], "points": s[1:]}, ensure_ascii=False, indent=1)
     elif fmt == "markdown":
-        text = f"## {s[0]}\n\n" + "".join(f"- {x}\n" for x in s[1:3]) + f"\n**In short:** {s[3]}"
+        text = f"## {s[0]}\n\n" + "".join(f"- {x}\n" for x in s[1:3]) + f"\n**{vocab.in_short}** {s[3]}"
     elif fmt == "python":
         text = (f'```python\ndef answer(question: str) -> str:\n    """{s[0]}"""\n'
                 f'    notes = [\n        "{s[1]}",\n        "{s[2]}",\n    ]\n    return " ".join(notes)\n```')

@@ -23,6 +23,7 @@ class Vocabulary(NamedTuple):
     ending_before_verb: bool = False  # the adverbial precedes the verb ("模型清楚地解释了文本")
     period: str = "."
     comma: str = ","
+    in_short: str = "In short:"  # the closing line of a Markdown answer
 
 
 def _t(text: str) -> tuple[str, ...]:
@@ -114,6 +115,7 @@ VOCABULARIES: dict[str, Vocabulary] = {
         ending_before_verb=True,
         period="。",
         comma="，",
+        in_short="总之：",
     ),
 }
 

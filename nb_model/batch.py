@@ -27,6 +27,7 @@ from .config import validate_params
 from .errors import APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, StreamBroken
 from .flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
 from .results import Generation, Usage
+from .textwidth import shorten
 
 ERRORS = ("collect", "raise")
 
@@ -431,7 +432,7 @@ def _need_text(text, what: str) -> None:
 
 _LEVELS = (
     re.compile(r"\n[ \t]*\n\s*"),      # paragraph breaks
-    re.compile(r"(?<=[.!?;:…。])[\"')\]]*\s+"),  # sentence ends
+    re.compile(r"(?<=[.!?;:…])[\"')\]]*\s+|(?<=[。！？；])[”’」』）]*\s*"),  # sentence ends (CJK: no space after)
     re.compile(r"\s+"),                # spaces
 )
 
@@ -441,14 +442,14 @@ def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
     if estimate_tokens(text[start:end]) <= max_tokens:
         yield start, end
         return
-    if level == len(_LEVELS):  # one huge word: plain slices (4 letters per token, else one character each)
-        step = 4 * max_tokens
-        for a in range(start, end, step):
-            b = min(a + step, end)
-            if estimate_tokens(text[a:b]) <= max_tokens:
-                yield a, b
-            else:  # digits, symbols, CJK: at most one token per character
-                yield from ((c, min(c + max_tokens, b)) for c in range(a, b, max_tokens))
+    if level == len(_LEVELS):  # one huge word (or a run of CJK text): plain slices within budget
+        a = start
+        while a < end:
+            b = min(a + 4 * max_tokens, end)
+            while b - a > 1 and (n := estimate_tokens(text[a:b])) > max_tokens:
+                b = a + max(1, (b - a) * max_tokens // n)  # no character counts more than one token
+            yield a, b
+            a = b
         return
     cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
     for a, b in zip([start] + cuts, cuts + [end]):
@@ -464,8 +465,8 @@ def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -
     if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
         raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
     units = list(_units(text, 0, len(text), max_tokens))
-    sums = [0]  # sums[k]: the units[:k] estimated one by one (joining units never raises the estimate)
-    for a, b in units:
+    sums = [0]  # sums[k]: the estimates of units[:k] added up (units end after whitespace or inside a word,
+    for a, b in units:  # so the estimate of units joined is never above the sum of theirs)
         sums.append(sums[-1] + estimate_tokens(text[a:b]))
 
     def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
@@ -536,7 +537,8 @@ def summarize_long(text: str, *, instructions: str = "Summarize the following te
         f"{instructions}\n\n{text}"
     final = client.generate(prompt, **params)
     final.usage = Usage(sum(g.usage.prompt_tokens for g in calls) + final.usage.prompt_tokens,
-                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens)
+                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens,
+                        estimated=any(g.usage.estimated for g in (*calls, final)))
     final.cost_usd = sum(g.cost_usd for g in calls) + final.cost_usd
     return final
 
@@ -551,9 +553,9 @@ def report_rows(results, limit: int = 10, width: int = 60) -> tuple[list[tuple[s
             rows.append((str(key), "not run (interrupted)"))
             continue
         body = gen.error if gen.finish_reason == "error" else gen.text
-        body = " ".join((body or "").split())
-        body = body if len(body) <= width else body[: width - 1] + "…"
-        rows.append((str(key), f"{gen.finish_reason or '?':14} {gen.usage.completion_tokens:>5} tok  {body}"))
+        body = shorten(" ".join((body or "").split()), width)
+        count = ("~" if gen.usage.estimated else "") + str(gen.usage.completion_tokens)
+        rows.append((str(key), f"{gen.finish_reason or '?':14} {count:>5} tok  {body}"))
     if len(pairs) > limit:
         rows.append(("…", f"{len(pairs) - limit} more"))
     gens = [g for _, g in pairs if g is not None]

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="tokens per second while generating (default: 0 = as fast as possible)")
     serve.add_argument("--engine", default="sandbox",
                        help=f"text engine: {', '.join(ENGINES)} (default: sandbox)")
+    serve.add_argument("--wire", choices=("full", "minimal"), default="full",
+                       help="seed replies: full (model, usage, finish) or minimal (exactly the documented "
+                            "{\"output\"} and {\"text\"} lines, nothing more)")
     serve.add_argument("--verbose", action="store_true", help="log each request (never headers)")
     demo = commands.add_parser(
         "demo", help="run a notebook headless and print its outputs",
@@ -78,11 +81,12 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server = SandboxServer(host=args.host, port=args.port, api_key=api_key, qps=args.qps,
                                token_rate=args.token_rate, engine=engine,
-                               quiet=not args.verbose).start()
+                               quiet=not args.verbose, wire=args.wire).start()
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     print(f"nb_model sandbox serving model {server.engine.model!r} at {server.url} "
-          "(seed: /v1/generate, openai: /v1/chat/completions)", flush=True)
+          "(seed: /v1/generate, openai: /v1/chat/completions)"
+          + (", seed replies as documented (--wire minimal)" if args.wire == "minimal" else ""), flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM exits like Ctrl-C
     try:
         threading.Event().wait()

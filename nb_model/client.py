@@ -31,6 +31,7 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_HINT_S = 120.0
 EMBEDDED = "embedded:sandbox"  # the cache identity of the in-kernel sandbox, whatever its port
 INCOMPLETE = ("error", "interrupted", "stopped")  # finish reasons never cached nor added to a chat
+UNFINISHED = ("content_filter",)  # complete replies that are not the whole answer: shown, never cached
 CACHE_MODES = ("use", "refresh", "off")  # look up and store · only store (a fresh answer) · neither
 
 def _default_notice(msg: str) -> None:
@@ -324,7 +325,7 @@ class Stream:
             self._record(identity)
             raise
         self._finish(start, self.generation.finish_reason or "stop")
-        if cache is not None and self.generation.finish_reason not in INCOMPLETE:
+        if cache is not None and self.generation.finish_reason not in INCOMPLETE + UNFINISHED:
             cache.store(identity, self.generation, refreshed=self.cache_mode == "refresh")
         self._record(identity)
 
@@ -375,8 +376,10 @@ class Stream:
             return
         if not gen.usage.prompt_tokens:
             gen.usage.prompt_tokens = estimate_tokens(self.spec.transcript())
+            gen.usage.estimated = True
         if not gen.usage.completion_tokens and (gen.text or gen.tool_calls):
-            gen.usage.completion_tokens = estimate_tokens(gen.text + json.dumps(gen.tool_calls or ""))
+            gen.usage.completion_tokens = estimate_tokens(gen.text + (json.dumps(gen.tool_calls) if gen.tool_calls else ""))
+            gen.usage.estimated = True
         gen.cost_usd = gen.usage.total_tokens * self.client.profile.price_per_1m / 1e6
 
     def _run(self, start: float) -> Iterator[str]:
@@ -531,7 +534,7 @@ class Stream:
             self._release()
             return
         self._release()
-        if not complete:
+        if not complete and not getattr(adapter, "CLEAN_END_COMPLETES", False):
             self._broken("the stream ended before the server said it was done")
 
     def _server_error(self, exc: _ServerError) -> None:

@@ -226,7 +226,7 @@ def table_bundle(jobs: list[Job]) -> tuple[dict, dict]:
     for j in jobs:
         g = j.generation
         plain += [f"== {j.label} ==", j.text.rstrip("\n"),
-                  f"-- {g.model or g.profile} · {g.usage.prompt_tokens} → {g.usage.completion_tokens} tokens · "
+                  f"-- {g.model or g.profile} · {g.usage.label()} · "
                   f"finish: {g.finish_reason or '?'}" + (f" · error: {j.error}" if j.error else "")]
     meta = {"nb_model": {"compare": [{"label": j.label, **{k: v for k, v in j.generation.to_dict().items()
                                                           if k != "text"}} for j in jobs]}}

@@ -162,7 +162,7 @@ def _protocol(profile: str) -> str | None:
 def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     """The one-line footer and any warning lines for a Generation."""
     u = gen.usage
-    parts = [gen.model or gen.profile or "model", f"{u.prompt_tokens} → {u.completion_tokens} tokens"]
+    parts = [gen.model or gen.profile or "model", u.label()]
     if gen.ttft_s is not None:
         parts.append(f"first token {gen.ttft_s:.2f} s")
     if gen.latency_s is not None:
@@ -188,7 +188,8 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
         else:
             warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
     elif gen.finish_reason == "content_filter":
-        warnings.append("the output was filtered by the server's content filter and is incomplete")
+        warnings.append("the answer was filtered by the server's content filter and is incomplete; it is not "
+                        "cached, so a re-run asks again: rephrase the prompt and re-run the cell")
     elif gen.finish_reason == "max_steps":
         warnings.append("the model still asked for tools at the last step: raise --max-steps")
     elif gen.finish_reason == "interrupted":
@@ -209,7 +210,8 @@ def show_footer(gen, *, cap: int | None = None, note: str | None = None) -> None
     html_lines += [f'<div style="color:#b36b00;font-size:85%">⚠ {html.escape(w)}</div>' for w in warnings]
     meta = {"nb_model": {
         "model": gen.model, "profile": gen.profile, "params": gen.params,
-        "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens},
+        "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens,
+                  "estimated": gen.usage.estimated},
         "finish_reason": gen.finish_reason, "cached": gen.cached, "request_id": gen.request_id,
     }}
     _publish({"text/plain": text, "text/html": "".join(html_lines)}, metadata=meta)

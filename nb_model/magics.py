@@ -73,7 +73,7 @@ class NbModel(Magics):
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2 (0 = greedy)")
     @argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass, (0, 1]")
     @argument("--top-k", type=int, dest="top_k", help="sample among the k likeliest tokens")
-    @argument("--language", help="answer language code, e.g. en, fr")
+    @argument("--language", help="answer language code, e.g. en, zh, fr")
     @argument("--seed", type=int, help="sampling seed, where the server supports it")
     @argument("-s", "--system", help="system text (instructions)")
     @argument("-f", "--format", choices=["text", "markdown", "code", "json", "html"], help="how to show the answer")
@@ -235,8 +235,9 @@ class NbModel(Magics):
 
 
 def _table(rows: list[tuple[str, str]]) -> None:
-    width = max((len(k) for k, _ in rows), default=0)
-    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
+    from .textwidth import ljust, width
+    columns = max((width(k) for k, _ in rows), default=0)
+    print("\n".join(f"{ljust(k, columns)}  {v}" for k, v in rows))
 
 
 def cmd_config(magics: NbModel, args: list[str]) -> None:

@@ -21,6 +21,16 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False  # a count (or both) is nb_model's estimate: the server reported none
+
+    def __repr__(self) -> str:  # `estimated` only when it is true
+        extra = ", estimated=True" if self.estimated else ""
+        return f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}{extra})"
+
+    def label(self) -> str:
+        """`12 → 40 tokens`, or `~12 → ~40 tokens` when the counts are estimates."""
+        mark = "~" if self.estimated else ""
+        return f"{mark}{self.prompt_tokens} → {mark}{self.completion_tokens} tokens"
 
     @property
     def total_tokens(self) -> int:
@@ -54,7 +64,8 @@ class Generation:
         error = f", error={_error_line(self.error)!r}" if self.error else ""
         return (
             f"Generation(text={head!r}, finish_reason={self.finish_reason!r}{error}, "
-            f"model={self.model!r}, tokens={self.usage.prompt_tokens}/{self.usage.completion_tokens}, "
+            f"model={self.model!r}, tokens={'~' if self.usage.estimated else ''}"
+            f"{self.usage.prompt_tokens}/{self.usage.completion_tokens}, "
             f"cached={self.cached})"
         )
 

@@ -26,5 +26,5 @@ def refresh(path: str) -> None:
 
 
 if __name__ == "__main__":
-    for nb_path in sys.argv[1:] or sorted(glob.glob("notebooks/*.ipynb")):
+    for nb_path in sys.argv[1:] or sorted(glob.glob("notebooks/*.ipynb") + glob.glob("notebooks/*/*.ipynb")):
         refresh(nb_path)

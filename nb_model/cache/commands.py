@@ -6,6 +6,7 @@ import time
 
 from IPython.core.error import UsageError
 
+from .. import textwidth
 from ..config import redact_url
 from . import location, router
 
@@ -25,9 +26,10 @@ def _size(n: int) -> str:
 
 
 def _table(rows: list[tuple]) -> None:
+    """Columns aligned by display width (a CJK character takes two columns)."""
     cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells))
+    widths = [max(textwidth.width(r[i]) for r in cells) for i in range(len(cells[0]))]
+    print("\n".join("  ".join(textwidth.ljust(c, w) for c, w in zip(r, widths)).rstrip() for r in cells))
 
 
 def _count(words: list[str], default: int) -> int:
@@ -137,6 +139,16 @@ def cmd_cache(magics, words: list[str]) -> None:
         print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
 
 
+def _tokens(row: dict) -> str:
+    """`12→40`, or `~12→~40` when the counts are nb_model's estimates."""
+    mark = "~" if row.get("usage_estimated") else ""
+    return f"{mark}{row['prompt_tokens']}→{mark}{row['completion_tokens']}"
+
+
+def _approx(count: int, totals: dict) -> str:
+    return f"~{count}" if totals.get("estimated") else str(count)
+
+
 def cmd_history(magics, words: list[str]) -> None:
     """The last N generations of this notebook (default 10)."""
     rows = router.recent_history(_count(words, 10))
@@ -144,10 +156,9 @@ def cmd_history(magics, words: list[str]) -> None:
         print("no generations yet")
         return
     def head(text, n=40):
-        text = " ".join((text or "").split())
-        return text if len(text) <= n else text[:n - 1] + "…"
+        return textwidth.shorten(" ".join((text or "").split()), n)
     _table([("time", "model", "tokens", "latency", "finish", "prompt", "answer")] + [
-        (_when(r["time"]), r["model"] or r["profile"] or "-", f"{r['prompt_tokens']}→{r['completion_tokens']}",
+        (_when(r["time"]), r["model"] or r["profile"] or "-", _tokens(r),
          f"{r['latency_s']:.2f} s" if r["latency_s"] is not None else "-",
          "cached" if r["cached"] else (r["finish_reason"] or ""), head(r["prompt"]), head(r["text"] or r["error"]))
         for r in rows])
@@ -161,9 +172,12 @@ def cmd_usage(magics, words: list[str]) -> None:
     if local is not None:
         scopes.append(("whole notebook", router.usage_totals(local.usage_rows())))
     _table([("scope", "calls", "cached", "tokens in", "tokens out", "cost", "saved by cache")] + [
-        (name, t["calls"], t["hits"], t["in"], t["out"], f"${t['cost']:.4f}", f"${t['saved']:.4f}")
+        (name, t["calls"], t["hits"], _approx(t["in"], t), _approx(t["out"], t), f"${t['cost']:.4f}",
+         f"${t['saved']:.4f}")
         for name, t in scopes])
     print("cost estimated from each profile's price_per_1m (set it in nb_model.toml; 0 for local models)")
     from ..hub_env import usage_lines
     for line in usage_lines():  # a JupyterHub relay service: what is left today
         print(line)
+    if any(t.get("estimated") for _, t in scopes):
+        print("~: includes token counts estimated by nb_model (the server reported no usage)")

@@ -43,7 +43,7 @@ def _warn_once(topic: str, msg: str) -> None:
 
 def usage_totals(rows=()) -> dict:
     """Calls, cache hits, tokens in/out and cost of fresh calls, and what hits saved."""
-    totals = {"calls": 0, "hits": 0, "in": 0, "out": 0, "cost": 0.0, "saved": 0.0}
+    totals = {"calls": 0, "hits": 0, "in": 0, "out": 0, "cost": 0.0, "saved": 0.0, "estimated": False}
     for row in rows:
         tally(totals, row)
     return totals
@@ -59,6 +59,7 @@ def tally(totals: dict, row: dict) -> None:
         totals["calls"] += 1
         totals["in"] += row["prompt_tokens"] or 0
         totals["out"] += row["completion_tokens"] or 0
+        totals["estimated"] = totals["estimated"] or bool(row.get("usage_estimated"))
         totals["cost"] += cost
 
 
@@ -139,7 +140,7 @@ def history_row(identity: dict, gen) -> dict:
         "text": gen.text, "prompt_tokens": gen.usage.prompt_tokens,
         "completion_tokens": gen.usage.completion_tokens, "ttft_s": gen.ttft_s, "latency_s": gen.latency_s,
         "cached": int(bool(gen.cached)), "cost_usd": gen.cost_usd, "finish_reason": gen.finish_reason,
-        "error": gen.error,
+        "error": gen.error, "usage_estimated": int(bool(gen.usage.estimated)),
     }
 
 

@@ -34,10 +34,14 @@ CREATE INDEX IF NOT EXISTS entries_created ON entries(created);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, session TEXT, profile TEXT, model TEXT,
     params TEXT, system TEXT, prompt TEXT, text TEXT, prompt_tokens INTEGER, completion_tokens INTEGER,
-    ttft_s REAL, latency_s REAL, cached INTEGER, cost_usd REAL, finish_reason TEXT, error TEXT);
+    ttft_s REAL, latency_s REAL, cached INTEGER, cost_usd REAL, finish_reason TEXT, error TEXT,
+    usage_estimated INTEGER);
 """
+# columns added after the first release, with their type: added to older files when opened
+ADDED_COLUMNS = {"history": {"usage_estimated": "INTEGER"}}
 HISTORY_COLUMNS = ("time", "session", "profile", "model", "params", "system", "prompt", "text", "prompt_tokens",
-                   "completion_tokens", "ttft_s", "latency_s", "cached", "cost_usd", "finish_reason", "error")
+                   "completion_tokens", "ttft_s", "latency_s", "cached", "cost_usd", "finish_reason", "error",
+                   "usage_estimated")
 
 Warn = Callable[[str], None]
 
@@ -75,6 +79,15 @@ def _wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to date (its rows read the new columns as NULL)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
@@ -98,6 +111,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        _add_columns(conn)
         conn.execute("COMMIT")
         check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
@@ -310,7 +324,7 @@ class SQLiteStore:
 
     def usage_rows(self) -> list[dict]:
         """Only the columns usage totals need, for every row."""
-        cols = ("cached", "prompt_tokens", "completion_tokens", "cost_usd")
+        cols = ("cached", "prompt_tokens", "completion_tokens", "cost_usd", "usage_estimated")
         rows = self._run("read", lambda c: c.execute(f"SELECT {','.join(cols)} FROM history").fetchall(), [])
         return [dict(zip(cols, r)) for r in rows]
 

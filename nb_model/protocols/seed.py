@@ -9,6 +9,10 @@ from .lines import LineSplitter
 
 DEFAULT_PATH = "/v1/generate"
 FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
+# The documented stream is `{"text"}` lines only, with no closing line: a body that ends cleanly (chunked
+# terminator, Content-Length met, or a close-delimited HTTP/1.0 body) is the whole answer. A transport-level
+# cut (incomplete read, chunk error, reset) still breaks the stream.
+CLEAN_END_COMPLETES = True
 
 
 def url_for(endpoint: str) -> str:

@@ -40,8 +40,9 @@ How `SimulatedEngine` chooses words (it exists to teach sampling parameters):
   "as HTML") gets the same kind of sentences wrapped in that format, so the
   output formats of the magic can be shown.
 
-Tokens are words and punctuation marks (``count_tokens`` uses the same rule), so
-``count_tokens(text) == len(pieces)`` for generated text.
+Generated tokens are words and punctuation marks (one character each in Chinese), so the usage a reply
+reports is its number of pieces. Prompts are counted with nb_model's shared estimator
+(`nb_model.tokens.estimate_tokens`, about one token per CJK character), like a real tokenizer would.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ import random
 import re
 from typing import Generator, Iterator, Protocol, Sequence
 
+from ..tokens import estimate_tokens
 from .grounded import answer as answer_grounded
-from .vocab import SHAPES, STOPWORDS, VOCABULARIES, Vocabulary
+from .vocab import SHAPES, STOPWORDS, VOCABULARIES, ZH_BREAKS, Vocabulary
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PROMPT_WORD_RE = re.compile(r"[^\W\d_]{4,20}")
@@ -98,8 +100,21 @@ class Engine(Protocol):
 
 
 def count_tokens(text: str) -> int:
-    """Words and punctuation marks."""
+    """Tokens of a prompt: the shared character-class aware estimate (about one per CJK character)."""
+    return estimate_tokens(text)
+
+
+def count_pieces(text: str) -> int:
+    """Words and punctuation marks of generated (spaced) text: its number of pieces."""
     return len(_TOKEN_RE.findall(text))
+
+
+LANGUAGES = tuple(VOCABULARIES)
+
+
+def language_code(language: str | None) -> str:
+    """"zh-CN", "zh_Hans", "EN" → "zh", "zh", "en" (None → "en")."""
+    return re.split(r"[-_]", (language or "en").strip().lower(), maxsplit=1)[0]
 
 
 def messages_to_prompt(messages: object) -> str:
@@ -176,6 +191,7 @@ class SimulatedEngine:
     """Deterministic, parameter-sensitive fake language model (stdlib only)."""
 
     structured = True  # takes `schema=` (an OpenAI response_format's JSON Schema): see schema.py
+    languages = LANGUAGES  # the server answers 400 for any other `language`
 
     def __init__(self, model: str = "sandbox"):
         self.model = model
@@ -190,7 +206,7 @@ class SimulatedEngine:
         structured = answer(prompt, schema)
         if structured is not None:
             return TokenStream(_limit(pieces(structured), max_tokens))
-        lang = (language or "en").lower()[:2]
+        lang = language_code(language)
         lang = lang if lang in VOCABULARIES else "en"
         key = _digest("sandbox", lang, prompt)
         sampler = _Sampler(key, seed, temperature, top_p, top_k)
@@ -211,21 +227,21 @@ class SimulatedEngine:
         count, index = 3, 0
         while count < target:
             words = _sentence(vocab, nouns, sampler, index)
-            lead = "\n\n" if index and index % PARAGRAPH_SENTENCES == 0 else " "
+            lead = "\n\n" if index and index % PARAGRAPH_SENTENCES == 0 else " " if vocab.spaced or not index else ""
             for i, word in enumerate(words):
-                yield (lead if i == 0 else "" if word in ",." else " ") + word
+                yield (lead if i == 0 else "" if word in ",." or not vocab.spaced else " ") + word
             count += len(words)
             index += 1
 
 
 def _formatted(fmt: str, vocab: Vocabulary, nouns: list[str], sampler: _Sampler) -> Iterator[str]:
     """Four sentences wrapped in the asked format, cut into word/punctuation pieces."""
-    s = [" ".join(_sentence(vocab, nouns, sampler, i)).replace(" .", ".").replace(" ,", ",") for i in range(4)]
+    s = [_joined(vocab, _sentence(vocab, nouns, sampler, i)) for i in range(4)]
     if fmt == "json":
         import json
         text = json.dumps({"model": "sandbox", "summary": s[0], "points": s[1:]}, ensure_ascii=False, indent=1)
     elif fmt == "markdown":
-        text = f"## {s[0]}\n\n" + "".join(f"- {x}\n" for x in s[1:3]) + f"\n**In short:** {s[3]}"
+        text = f"## {s[0]}\n\n" + "".join(f"- {x}\n" for x in s[1:3]) + f"\n**{vocab.in_short}** {s[3]}"
     elif fmt == "python":
         text = (f'```python\ndef answer(question: str) -> str:\n    """{s[0]}"""\n'
                 f'    notes = [\n        "{s[1]}",\n        "{s[2]}",\n    ]\n    return " ".join(notes)\n```')
@@ -243,7 +259,29 @@ def _limit(pieces: Iterator[str], max_tokens: int) -> Generator[str, None, str]:
     return "stop"
 
 
+def _joined(vocab: Vocabulary, words: list[str]) -> str:
+    if not vocab.spaced:
+        return "".join(words)
+    return " ".join(words).replace(" .", ".").replace(" ,", ",")
+
+
+_ZH_BREAK_RE = re.compile("|".join(sorted(ZH_BREAKS.split("|"), key=len, reverse=True)))
+_CJK_RUN_RE = re.compile(r"[\u4e00-\u9fff]+")
+
+
+def _zh_nouns(prompt: str, limit: int) -> list[str]:
+    """Candidate nouns of a Chinese prompt: runs of 2-4 ideographs between instruction words and particles."""
+    seen: dict[str, None] = {}
+    for run in _CJK_RUN_RE.findall(prompt):
+        for part in _ZH_BREAK_RE.split(run):
+            if 2 <= len(part) <= 4:
+                seen.setdefault(part)
+    return list(seen)[:limit]
+
+
 def _prompt_nouns(prompt: str, vocab: Vocabulary, limit: int = 4) -> list[str]:
+    if not vocab.spaced:
+        return _zh_nouns(prompt, limit)
     seen: dict[str, None] = {}
     for word in _PROMPT_WORD_RE.findall(prompt):
         word = word.lower()
@@ -266,10 +304,14 @@ def _sentence(vocab: Vocabulary, nouns: list[str], sampler: _Sampler, index: int
                                [n for n in nouns if n != slot["S"]])
     slot["E"] = sampler.choose(vocab.endings, (index, "E"))
     order = shape
+    if vocab.ending_before_verb and "E" in order:
+        order = order.replace("E", "").replace("V", "EV")
     if "C" in shape:
-        order = shape.replace("SV", "VS") if vocab.verb_second else shape
+        order = order.replace("SV", "VS") if vocab.verb_second else order
         if vocab.opener_comma:
-            slot["C"] += " ,"
-    words = " ".join(slot[s] for s in order).split() + ["."]
+            slot["C"] += " " + vocab.comma
+    if not vocab.spaced:  # one token per character
+        return [ch for s in order for ch in slot[s] if not ch.isspace()] + [vocab.period]
+    words = " ".join(slot[s] for s in order).split() + [vocab.period]
     words[0] = words[0][:1].upper() + words[0][1:]
     return words

@@ -8,8 +8,8 @@ Routes (``/v1/*`` need ``Authorization: Bearer <key>`` when an api_key is set):
 * ``GET /sandbox/stats``, ``POST /sandbox/reset``, ``GET|POST|DELETE
   /sandbox/faults`` — the test controls (see `faults.py`).
 
-Every reply carries ``X-Request-Id``. Generation requests pass, in order: auth
-(401), the QPS token bucket (429 + Retry-After), validation (400), the fault
+Every reply carries ``X-Request-Id`` (except with ``wire="minimal"``: see `minimal.py`). Generation
+requests pass, in order: auth (401), the QPS token bucket (429 + Retry-After), validation (400), the fault
 injector, then the engine. Replies name the model the request asked for (as
 OpenAI-compatible servers such as vLLM do), else the engine's. The context
 window is the ``context_window`` argument, else the engine's, else 16384.
@@ -32,9 +32,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Generator, Iterator
 from urllib.parse import urlsplit
 
-from .engine import Engine, SimulatedEngine, TokenStream
 from . import tools as tool_use
+from .engine import Engine, SimulatedEngine, TokenStream, language_code
 from .faults import NO_FAULT, Fault, FaultQueue, parse_fault
+from .minimal import MINIMAL_SEED, check_wire
 from .packing import packed_answer
 from .schema import FAULTS as SCHEMA_FAULTS, corrupt, pieces
 from .wire import BadRequest, ChatWire, CompletionWire, Reply, SeedWire, dumps
@@ -111,8 +112,10 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                  qps: float = 20.0, token_rate: float = 0.0, engine: Engine | None = None,
-                 max_tokens_cap: int = 2048, context_window: int | None = None, quiet: bool = True):
+                 max_tokens_cap: int = 2048, context_window: int | None = None, quiet: bool = True,
+                 wire: str = "full"):
         self.host, self.port = host, port
+        self.wire = check_wire(wire)  # "minimal": seed replies exactly as documented, nothing more
         self.engine: Engine = engine or SimulatedEngine()
         self.qps, self.token_rate = qps, token_rate
         # the explicit window, else the engine's own (a real model's n_ctx), else 16384
@@ -266,7 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         super().send_response(code, message)
         self.status_sent = code
-        self.send_header("X-Request-Id", self.request_id)
+        if self.server.sandbox.wire != "minimal":
+            self.send_header("X-Request-Id", self.request_id)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, unknown method) as JSON too."""
@@ -291,7 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         if length is None:
             self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("Cache-Control", "no-cache")
+            if self.server.sandbox.wire != "minimal":
+                self.send_header("Cache-Control", "no-cache")
         else:
             self.send_header("Content-Length", str(length))
         for name, value in (headers or {}).items():
@@ -404,6 +409,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
             job = wire.job(body, self.headers, sandbox.max_tokens_cap)
+            languages = getattr(sandbox.engine, "languages", None)
+            if job.language is not None and languages and language_code(job.language) not in languages:
+                raise BadRequest(f"unsupported language {job.language!r}: use one of {', '.join(languages)}")
             prompt_tokens = sandbox.engine.count_tokens(job.prompt)
             if prompt_tokens + job.max_tokens > sandbox.context_window:
                 raise BadRequest(f"prompt ({prompt_tokens} tokens) + max_tokens ({job.max_tokens}) "
@@ -564,7 +572,8 @@ def _generation(wire) -> Callable[[_Handler, bytes], None]:
         handler.tokens_sent, handler.completed = 0, False
         epoch = handler.server.sandbox._arrived()
         try:
-            handler._generate(wire, raw)
+            minimal = handler.server.sandbox.wire == "minimal" and isinstance(wire, SeedWire)
+            handler._generate(MINIMAL_SEED if minimal else wire, raw)
         finally:
             handler.server.sandbox._record(epoch, handler.status_sent, handler.tokens_sent, handler.completed)
     return route

@@ -2,7 +2,8 @@
 
 Every list is ordered from the most common (likeliest) phrase to the rarest, so
 a higher temperature visibly reaches further down the lists. Phrases contain
-letters and spaces only: each word is exactly one token.
+letters and spaces only: each word is exactly one token. Chinese (`zh`, simplified) is written without
+spaces: each character is one token, sentences end in "。" and openers take "，".
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class Vocabulary(NamedTuple):
     prompt_noun: str             # noun phrase for a prompt word: {word} as is, {Word} capitalised
     opener_comma: bool = True    # "However, the model ..." (German: no comma)
     verb_second: bool = False    # German V2 order after an opener: "Dennoch erklärt das Modell"
+    spaced: bool = True          # words between spaces; False: one token per character (Chinese)
+    ending_before_verb: bool = False  # the adverbial precedes the verb ("模型清楚地解释了文本")
+    period: str = "."
+    comma: str = ","
+    in_short: str = "In short:"  # the closing line of a Markdown answer
 
 
 def _t(text: str) -> tuple[str, ...]:
@@ -94,7 +100,30 @@ VOCABULARIES: dict[str, Vocabulary] = {
                    "contra todo pronóstico|bajo una luna violeta"),
         prompt_noun="cada {word}",
     ),
+    "zh": Vocabulary(
+        openers=_t("简而言之|然而|与此同时|当然|在实践中|不过|自然|奇怪的是|诚然|因此|尽管如此|矛盾的是"),
+        subjects=_t("模型|这个答案|系统|这段文本|这个想法|结果|每个词|这个问题|我们的方法|读者|笔记本|"
+                    "古老的图书馆|灯塔|指南针|冰川|傍晚的潮水|制图师|一座沉睡的火山"),
+        verbs=_t("解释了|展示了|描述了|改变了|改进了|遵循着|揭示了|预测了|测量了|平衡了|照亮了|理清了|"
+                 "赞美了|驯服了|迷惑了"),
+        objects=_t("文本|答案|每个词|结构|问题|上下文|一条简单的规则|下一步|结果|分布|一个隐藏的规律|"
+                   "古老的图书馆|傍晚的潮水|一只天鹅绒指南针|一座沉睡的火山"),
+        endings=_t("清楚地|再一次|很快地|在这种情况下|一步一步地|仔细地|暂时|在每个例子中|不慌不忙地|"
+                   "在表面之下|像一位耐心的园丁一样|出乎意料地|在紫色的月光下"),
+        prompt_noun="{word}",
+        spaced=False,
+        ending_before_verb=True,
+        period="。",
+        comma="，",
+        in_short="总之：",
+    ),
 }
+
+# Characters and words that end a candidate noun in a Chinese prompt (instructions, measure words, particles)
+ZH_BREAKS = ("请|用|写|一下|介绍|描述|解释|总结|列出|说明|关于|什么|怎么|如何|为什么|是|的|了|在|和|与|把|被|给|"
+             "我|你|他|她|它|们|这|那|个|些|吗|呢|吧|啊|句|话|段|篇|首|一|二|两|三|四|五|十|几|短|长|简单|"
+             "中文|英文|回答|条|座|岁|位|本|张|只|种|次|向|给出|列举|通俗易懂|通俗|好奇|基本|实用|建议|学习|"
+             "阅读|。|，|？|！|、|：|；")
 
 # Sentence shapes, likeliest first: S subject, V verb, O object, E ending, C opener.
 SHAPES: tuple[str, ...] = ("SVO", "SVOE", "CSVO", "CSVOE")

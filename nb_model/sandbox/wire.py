@@ -92,7 +92,7 @@ def parse_job(body: Any, prompt: str, *, cap: int, stream: bool, include_usage: 
         raise BadRequest("top_p must be greater than 0 and at most 1")
     language = body.get("language")
     if language is not None and not isinstance(language, str):
-        raise BadRequest("language must be a string such as 'en', 'fr', 'de' or 'es'")
+        raise BadRequest("language must be a string such as 'en', 'zh', 'fr', 'de' or 'es'")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest("model must be a string")
@@ -120,7 +120,7 @@ def _openai_stream(body: Mapping) -> tuple[bool, bool]:
 class SeedWire:
     """The seed protocol: ``{"prompt", ...}`` → ``{"output", ...}``; JSON lines when streaming."""
 
-    content_type = "application/x-ndjson"
+    content_type = "application/x-ndjson; charset=utf-8"  # `iter_lines(decode_unicode=True)` yields str
     id_prefix = "gen-"
 
     def job(self, body: Any, headers: Mapping[str, str], cap: int) -> Job:
@@ -157,7 +157,7 @@ class SeedWire:
 class _SSEWire:
     """OpenAI framing: ``data: {json}`` events, ``data: [DONE]`` at the end."""
 
-    content_type = "text/event-stream"
+    content_type = "text/event-stream; charset=utf-8"
     object_name = chunk_object = ""
 
     def event(self, obj: Any) -> bytes:

@@ -165,7 +165,7 @@ def test_failed_calls_cost_nothing(keyed_sandbox, sandbox):
 
 def test_context_window_counts_the_reply_budget(sandbox):
     c = client(sandbox)  # a 16384-token window
-    prompt = "word " * 12000  # about 15000 tokens
+    prompt = "word " * 15000  # about 15000 tokens
     with pytest.raises(ConfigError) as info:
         c.generate(prompt, max_tokens=2048)
     line = str(info.value)

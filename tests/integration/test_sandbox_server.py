@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from nb_model.sandbox import SandboxServer, SimulatedEngine, count_tokens, start_sandbox
+from nb_model.sandbox import SandboxServer, SimulatedEngine, start_sandbox
+from nb_model.sandbox.engine import count_pieces
+from nb_model.tokens import estimate_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe lighthouses"}]
@@ -68,14 +70,16 @@ def test_seed_non_streaming_reply(srv):
     body = r.json()
     assert body["model"] == "sandbox"
     assert body["output"].startswith("[sandbox] ")
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": count_tokens(body["output"])}
+    # the prompt by the shared estimator, the reply by its pieces (words and punctuation marks)
+    assert body["usage"] == {"prompt_tokens": estimate_tokens("Tell me about gardens"),
+                             "completion_tokens": count_pieces(body["output"])}
     assert body["finish_reason"] in ("stop", "length")
 
 
 def test_seed_stream_matches_non_stream_and_flushes_early(srv):
     whole = seed(srv, {"max_tokens": 30}).json()
     r = seed(srv, {"max_tokens": 30}, headers={"X-Stream": "true", "X-Sandbox-Rate": "60"}, stream=True)
-    assert r.headers["Content-Type"] == "application/x-ndjson"
+    assert r.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
     assert r.headers["Transfer-Encoding"] == "chunked"
     start, stamps, lines = time.monotonic(), [], []
     for raw in r.iter_lines():
@@ -106,7 +110,7 @@ def test_chat_non_streaming(srv):
 def test_chat_stream_with_usage(srv):
     whole = chat(srv).json()
     r = chat(srv, stream=True, stream_options={"include_usage": True})
-    assert r.headers["Content-Type"] == "text/event-stream"
+    assert r.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     events = sse_events(r)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -203,7 +207,27 @@ def test_languages(srv):
     assert re.search(r"\b(le|la|chaque|un|une)\b", french)
     texts = [output(srv, language=lang, max_tokens=300, temperature=1.2) for lang in ("fr", "de", "es")]
     assert all(any(ord(ch) > 127 for ch in t) for t in texts)
-    assert output(srv, language="xx", temperature=0) == output(srv, language="en", temperature=0)
+    r = seed(srv, {"prompt": "Explain tides", "language": "xx"})
+    assert r.status_code == 400 and error_of(r)["message"] == \
+        "unsupported language 'xx': use one of en, fr, de, es, zh"
+
+
+def test_chinese_answers_read_as_chinese(srv):
+    body = seed(srv, {"prompt": "请用几句话介绍灯塔和潮水", "language": "zh", "max_tokens": 300}).json()
+    text = body["output"]
+    assert text.startswith("[sandbox] ") and "。" in text
+    rest = text[len("[sandbox] "):]
+    assert not re.search(r"[A-Za-z]", rest) and " " not in rest.replace("\n\n", "")  # no English, no spaces
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in rest) > 0.8 * len(rest)
+    assert "灯塔" in text or "潮水" in text  # nouns of the prompt, not English words pasted in
+    assert body["usage"]["completion_tokens"] == sum(1 for ch in rest if not ch.isspace()) + 3  # one per character
+    assert seed(srv, {"prompt": "介绍灯塔", "language": "zh-CN"}).json()["output"] == \
+        seed(srv, {"prompt": "介绍灯塔", "language": "zh"}).json()["output"]
+
+
+def test_chinese_prompt_is_counted_per_character(srv):
+    r = seed(srv, {"prompt": "量" * 20000, "max_tokens": 10})
+    assert r.status_code == 400 and "prompt (17001 tokens)" in error_of(r)["message"]
 
 
 def test_natural_stop_and_length(srv):
@@ -254,9 +278,9 @@ class SmallEngine(SimulatedEngine):
 def test_context_window_is_the_engines_unless_given():
     with SandboxServer(qps=0, engine=SmallEngine()) as server:
         assert server.context_window == 64
-        r = seed(server, {"prompt": "Tell me about gardens", "max_tokens": 61})  # 4 + 61 > 64
+        r = seed(server, {"prompt": "Tell me about gardens", "max_tokens": 60})  # 5 + 60 > 64
         assert r.status_code == 400 and "context window of 64 tokens" in error_of(r)["message"]
-        assert seed(server, {"max_tokens": 60}).status_code == 200
+        assert seed(server, {"max_tokens": 59}).status_code == 200
     assert SandboxServer(qps=0, engine=SmallEngine(), context_window=100).context_window == 100
     assert SandboxServer(qps=0).context_window == 16384
 

@@ -303,7 +303,7 @@ def test_streaming_passes_chunks_as_they_arrive(serve, monkeypatch, upstream):
     r = server.post("relay/seed/v1/generate", {"prompt": "Describe a lighthouse", "max_tokens": 30},
                     {**server.relay_auth, "X-Stream": "true"}, stream=True)
     got = chunks_of(r)
-    assert r.headers["Content-Type"] == "application/x-ndjson"
+    assert r.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
     assert len(got) > 10 and got[0][0] < got[-1][0] - 0.8 and got[-1][0] >= 1.3
 
 
@@ -433,7 +433,7 @@ def test_qps_limit_gives_429_with_retry_after(serve, monkeypatch):
 
 def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, tmp_path):
     db = str(tmp_path / "shared-quotas.sqlite")
-    server = serve(tokens_per_day=60, quota_db=db, token_user="ada")
+    server = serve(tokens_per_day=70, quota_db=db, token_user="ada")
     use_relay(monkeypatch, server)
     client = Client(resolve_profile("relay:chat"))
     used, refused = 0, None
@@ -443,7 +443,7 @@ def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, 
         except APIError as exc:
             refused = exc
     reserve = 20 + estimate_tokens("Tell me about rivers") + 4 + 3  # max_tokens, prompt, message framing
-    assert used <= 60 < used + reserve  # refused while a whole answer could still pass the limit
+    assert used <= 70 < used + reserve  # refused while a whole answer could still pass the limit
     assert refused.status == 429 and "daily token limit" in str(refused) and "lower max_tokens" in str(refused)
     r = server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth)
     assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 86400
@@ -451,10 +451,10 @@ def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, 
     assert status["user"] == "ada" and status["tokens_used_today"] == used
     server.stop()
 
-    again = serve(tokens_per_day=60, quota_db=db, token_user="ada")
+    again = serve(tokens_per_day=70, quota_db=db, token_user="ada")
     r = again.post("relay/chat/v1/chat/completions", CHAT, again.relay_auth)
-    assert r.status_code == 429 and f"used {used} of 60" in r.json()["error"]["message"]
-    other = serve(tokens_per_day=60, quota_db=db, token_user="grace")
+    assert r.status_code == 429 and f"used {used} of 70" in r.json()["error"]["message"]
+    other = serve(tokens_per_day=70, quota_db=db, token_user="grace")
     assert other.post("relay/chat/v1/chat/completions", CHAT, other.relay_auth).status_code == 200
 
 

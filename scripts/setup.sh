@@ -26,7 +26,13 @@ if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   fi
 fi
+# The JupyterLab extension: built from src/ and style/ before the install (whose build hook then
+# finds it built). node_modules is kept per hash of the npm manifests under ~/.cache/nb_model/.
+.venv/bin/python -m pip install -q "jupyterlab>=4,<5"  # brings jlpm (and the extension builder)
+PATH="$PWD/.venv/bin:$PATH" bash scripts/build_labextension.sh
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+# an editable install links the built extension where JupyterLab looks for it
+.venv/bin/jupyter-builder develop --overwrite . >/dev/null
 # an editable install skips the data-files: put the file that enables the server extension where
 # `pip install .` would (`jupyter server extension enable` refuses an extension no config lists yet)
 mkdir -p .venv/etc/jupyter/jupyter_server_config.d

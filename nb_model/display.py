@@ -14,7 +14,6 @@ depend on the text only: a rerun or a cache replay leaves the same outputs.
 """
 from __future__ import annotations
 
-import html
 import json
 import re
 import sys
@@ -98,11 +97,22 @@ class LiveOutput:
         self._handles = []  # one display per slice shown so far
         self._shown = []  # the text each of those displays holds
         self._last = None  # time of the last preview update
+        self._waiting = None  # the "generating…" line until the first text (or the end)
+        if self._kernel:
+            from .frontend import waiting_bundle
+            self._waiting = _publish({}, display_id=True)  # empty first: nbval records a first bundle
+            self._waiting.update(waiting_bundle(), raw=True)
+
+    def _done_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.update({}, raw=True)
+            self._waiting = None
 
     def write(self, delta: str) -> None:
         self.text += delta
         if not delta:
             return
+        self._done_waiting()
         if not self._rich:
             sys.stdout.write(delta)
             if not self._kernel:
@@ -131,10 +141,17 @@ class LiveOutput:
                 self._shown.append("")
             if self._shown[i] != self.text[start:end]:
                 self._shown[i] = self.text[start:end]
-                self._handles[i].update({"text/plain": self._shown[i]}, raw=True)
+                self._handles[i].update(self._preview_bundle(self._shown[i]), raw=True)
+
+    def _preview_bundle(self, text: str) -> dict:
+        """A slice while text arrives: markdown renders as it comes; other formats show as text."""
+        from .frontend import answer_payload
+        return {**answer_payload(self.fmt, "streaming"),
+                ("text/markdown" if self.fmt == "markdown" else "text/plain"): text}
 
     def finish(self, gen=None) -> None:
         """End the live part; show the final render for rich formats."""
+        self._done_waiting()
         if not self._rich:
             if self.text and not self.text.endswith("\n"):
                 sys.stdout.write("\n")
@@ -146,7 +163,12 @@ class LiveOutput:
         for _ in self._slices()[len(self._handles):]:  # unshown slices get one too: outputs follow the text
             self._handles.append(_publish({}, display_id=True))
         if self.text:
-            _publish(render_bundle(self.text, self.fmt))
+            from .frontend import WARN, answer_payload, html_line
+            bundle = render_bundle(self.text, self.fmt)
+            if self.fmt == "json" and "application/json" not in bundle:
+                msg = "⚠ -f json: the answer is not JSON; shown as text"
+                _publish({"text/plain": msg, "text/html": html_line(msg, WARN)})
+            _publish({**answer_payload(self.fmt, "done"), **bundle})
 
 
 def _protocol(profile: str) -> str | None:
@@ -184,8 +206,6 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
             warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
     elif gen.finish_reason == "content_filter":
         warnings.append("the output was filtered by the server's content filter and is incomplete")
-    elif gen.finish_reason == "interrupted":
-        warnings.append("interrupted: partial text kept; re-run the cell to generate again")
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
                                                                     "error"):
         warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
@@ -195,16 +215,18 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
 
 def show_footer(gen, *, cap: int | None = None) -> None:
     line, warnings = footer_line(gen, cap=cap)
+    from .frontend import MIME, MUTED, WARN, footer_payload, html_line
     text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
-    html_lines = [f'<div style="color:#777;font-size:85%">— {html.escape(line)}</div>']
-    html_lines += [f'<div style="color:#b36b00;font-size:85%">⚠ {html.escape(w)}</div>' for w in warnings]
+    html_lines = [html_line(f"— {line}", MUTED)] + [html_line(f"⚠ {w}", WARN) for w in warnings]
     meta = {"nb_model": {
         "model": gen.model, "profile": gen.profile, "params": gen.params,
         "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens},
         "finish_reason": gen.finish_reason, "cached": gen.cached, "request_id": gen.request_id,
     }}
-    _publish({"text/plain": text, "text/html": "".join(html_lines)}, metadata=meta)
+    _publish({MIME: footer_payload(gen, warnings), "text/plain": text, "text/html": "".join(html_lines)},
+             metadata=meta)
 
 
 def show_notice(msg: str) -> None:
-    _publish({"text/plain": msg, "text/html": f'<div style="color:#777;font-size:85%">{html.escape(msg)}</div>'})
+    from .frontend import MUTED, html_line
+    _publish({"text/plain": msg, "text/html": html_line(msg, MUTED)})

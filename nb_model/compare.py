@@ -258,11 +258,16 @@ def run_magic(magics, args, cell: str) -> None:
                           cache=args.cache)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    from .display import in_kernel
+    from .frontend import LiveColumns
+    live = LiveColumns(jobs) if in_kernel() else None
     interrupted = False
     try:
-        run_jobs(jobs)
+        run_jobs(jobs, on_tick=live.tick if live else None)
     except KeyboardInterrupt:
         interrupted = True
+    if live:
+        live.finish()
     bundle, meta = table_bundle(jobs)
     display(bundle, raw=True, metadata=meta)
     magics._store(args, [j.generation for j in jobs])

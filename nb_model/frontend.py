@@ -74,3 +74,35 @@ def insert_cell(text: str, cell_type: str = "code", *, on_done=None, on_missing=
     comm.on_msg(answered)
     comm.on_close(closed)
     return comm
+
+
+class LiveColumns:
+    """Compare variants shown side by side while they stream (in a kernel): one display, updated
+    when the texts have grown by half since the last update (at most every `interval` s), so the
+    bytes sent stay a small multiple of the texts. Emptied at the end, when the table replaces it.
+    """
+
+    GROWTH = 1.5
+
+    def __init__(self, jobs, interval: float = 0.5) -> None:
+        from IPython.display import display
+        self.jobs, self.interval = jobs, interval
+        self._handle = display({}, raw=True, display_id=True)  # empty first: nbval records a first bundle
+        self._sent_chars, self._sent_at = 0, 0.0
+
+    def bundle(self) -> dict:
+        columns = [{"label": j.label, "text": j.text, "state": "done" if j.done.is_set() else "streaming"}
+                   for j in self.jobs]
+        plain = "\n".join(f"== {c['label']} ==\n{c['text']}" for c in columns)
+        return {MIME: {"kind": "compare", "state": "streaming", "columns": columns}, "text/plain": plain}
+
+    def tick(self) -> None:
+        import time
+        chars, now = sum(len(j.text) for j in self.jobs), time.monotonic()
+        if chars and chars >= self.GROWTH * self._sent_chars and now - self._sent_at >= self.interval:
+            self._handle.update(self.bundle(), raw=True)
+            self._sent_chars, self._sent_at = chars, now
+
+    def finish(self) -> None:
+        if self._sent_chars:
+            self._handle.update({}, raw=True)

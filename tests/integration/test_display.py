@@ -137,3 +137,21 @@ def test_footer_html_uses_theme_colours_and_keeps_dollars_from_maths(kernel):
     assert "var(--jp-ui-font-color2" in footer["text/html"] and "#777" not in footer["text/html"]
     payload = footer[MIME]
     assert payload["kind"] == "footer" and payload["completion_tokens"] > 0 and payload["cached"] is False
+
+
+def test_compare_columns_stream_before_the_slowest_variant_ends(kernel):
+    run_cell(kernel, "embedded_sandbox().token_rate = 100")
+    msgs = run_cell(kernel, "%%generate --compare max_tokens=8,150\nwrite about tides")
+    live = [m["content"]["data"] for m in msgs if m["msg_type"] == "update_display_data"
+            and m["content"]["data"].get(MIME, {}).get("kind") == "compare"]
+    states = [[c["state"] for c in d[MIME]["columns"]] for d in live]
+    assert ["done", "streaming"] in states, states  # the short one finished, the long one still coming
+    growing = [d[MIME]["columns"][1]["text"] for d in live]
+    assert growing[0] and all(a != b and b.startswith(a) for a, b in pairwise(growing))
+    table = next(i for i, m in enumerate(msgs) if m["msg_type"] == "display_data" and "text/html" in m["content"]["data"]
+                 and "nb-model-compare" in m["content"]["data"]["text/html"])
+    last_live = max(i for i, m in enumerate(msgs) if m["msg_type"] == "update_display_data"
+                    and m["content"]["data"].get(MIME, {}).get("kind") == "compare")
+    assert last_live < table
+    saved, recorded = replay(msgs)
+    assert not any(o.get(MIME, {}).get("kind") == "compare" for o in saved + recorded)  # emptied: the table stays

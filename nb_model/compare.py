@@ -204,14 +204,14 @@ def stats_html(gen, *, cap: int | None = None, error: str | None = None) -> str:
         return error_html(error)
     line, warnings = footer_line(gen, cap=cap)
     out = [f'<div class="{NO_MATH}" style="color:{MUTED};font-size:85%;line-height:1.4">{html.escape(line)}</div>']
-    out += [f'<div class="{NO_MATH}" style="color:{WARN};font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
+    out += [f'<div class="{NO_MATH}" style="{WARN};font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
     if error:
         out.append(error_html(error))
     return "".join(out)
 
 
 def error_html(message: str) -> str:
-    return f'<div class="{NO_MATH}" style="color:{ERROR};font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
+    return f'<div class="{NO_MATH}" style="{ERROR};font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
 
 
 def table_bundle(jobs: list[Job]) -> tuple[dict, dict]:

@@ -217,7 +217,7 @@ def show_footer(gen, *, cap: int | None = None) -> None:
     line, warnings = footer_line(gen, cap=cap)
     from .frontend import MIME, MUTED, WARN, footer_payload, html_line
     text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
-    html_lines = [html_line(f"— {line}", MUTED)] + [html_line(f"⚠ {w}", WARN) for w in warnings]
+    html_lines = [html_line(f"— {line}", f"color:{MUTED}")] + [html_line(f"⚠ {w}", WARN) for w in warnings]
     meta = {"nb_model": {
         "model": gen.model, "profile": gen.profile, "params": gen.params,
         "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens},
@@ -229,4 +229,4 @@ def show_footer(gen, *, cap: int | None = None) -> None:
 
 def show_notice(msg: str) -> None:
     from .frontend import MUTED, html_line
-    _publish({"text/plain": msg, "text/html": html_line(msg, MUTED)})
+    _publish({"text/plain": msg, "text/html": html_line(msg, f"color:{MUTED}")})

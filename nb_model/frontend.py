@@ -18,15 +18,18 @@ MIME = "application/vnd.nb-model.generation+json"
 COMM_TARGET = "nb_model"
 NO_MATH = "tex2jax_ignore mathjax_ignore"  # classes MathJax 2 and 3 leave alone: "$0 … $0.0004" stays text
 
-# theme variables of JupyterLab and Notebook 7, each with a fallback for frontends without them
-MUTED = "var(--jp-ui-font-color2, #616161)"
-WARN = "var(--jp-warn-color0, #8a5300)"
-ERROR = "var(--jp-error-color0, #b00020)"
+# theme variables of JupyterLab and Notebook 7, each with a fallback for frontends without them.
+# The themes' orange and red read poorly as text on one of light or dark backgrounds, so warnings
+# and errors are body-coloured text marked by a coloured rule (errors also on the error background).
+MUTED = "var(--jp-ui-font-color2, #616161)"  # a colour
+WARN = "color:var(--jp-ui-font-color1, #212121);border-left:3px solid var(--jp-warn-color1, #ff9800);padding-left:6px"
+ERROR = ("color:var(--jp-content-font-color1, #212121);background:var(--jp-rendermime-error-background, #fdd);"
+         "border-left:3px solid var(--jp-error-color1, #f44336);padding-left:6px")
 
 
 def waiting_bundle() -> dict:
     return {MIME: {"kind": "waiting"}, "text/plain": "generating…",
-            "text/html": html_line("generating…", MUTED)}
+            "text/html": html_line("generating…", f"color:{MUTED}")}
 
 
 def answer_payload(fmt: str, state: str) -> dict:
@@ -41,9 +44,10 @@ def footer_payload(gen, warnings: list[str]) -> dict:
             "cost_usd": gen.cost_usd or 0, "cached": bool(gen.cached), "warnings": list(warnings)}
 
 
-def html_line(text: str, color: str, size: str = "85%") -> str:
-    """One line of HTML in a theme colour that maths renderers leave as it is."""
-    return f'<div class="{NO_MATH}" style="color:{color};font-size:{size}">{html.escape(text)}</div>'
+def html_line(text: str, style: str, size: str = "85%") -> str:
+    """One line of HTML in theme colours (`style`: MUTED's colour, WARN or ERROR) that maths renderers
+    leave as it is."""
+    return f'<div class="{NO_MATH}" style="{style};font-size:{size}">{html.escape(text)}</div>'
 
 
 def insert_cell(text: str, cell_type: str = "code", *, on_done=None, on_missing=None):

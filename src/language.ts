@@ -17,7 +17,7 @@ export const promptTags = {
   flag: Tag.define(tags.attributeName),
   value: Tag.define(tags.attributeValue),
   quoted: Tag.define(tags.string),
-  interpolation: Tag.define(tags.special(tags.variableName)),
+  interpolation: Tag.define(tags.variableName),
   escape: Tag.define(tags.escape)
 };
 

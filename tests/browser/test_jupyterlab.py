@@ -33,7 +33,8 @@ CELLS = [
 PROMPT = ("%%generate --max-tokens 70 -t 0.2\n"
           "Describe the keeper's {place} and the lamp's light for a visitor's guide; don't rush, and keep it calm")
 PROSE_CELLS = [
-    "%load_ext nb_model\nimport nb_model\nnb_model.sandbox_server().token_rate = 60\nplace = 'island'",
+    "%load_ext nb_model\nimport nb_model\nnb_model.sandbox_server().token_rate = 60\nplace = 'island'\n"
+    "%generate cache --file cache.sqlite",
     PROMPT,
     PROMPT,  # the same again: a cache hit
     "%%generate --max-tokens 50 -f markdown\nA short list of harbour sounds",
@@ -152,7 +153,7 @@ def test_generate_cell_and_panel_in_jupyterlab(jupyterlab):
             page.wait_for_function(
                 "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
                 timeout=60_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
             streamed = page.locator(".jp-OutputArea-output").filter(has_text="[sandbox]").first
             expect(streamed).to_be_visible()
@@ -236,7 +237,7 @@ def test_prompt_cells_renderer_insert_and_themes(jupyterlab):
             assert prompt.locator(".cm-content").evaluate("e => getComputedStyle(e).whiteSpace") == "break-spaces" \
                 or prompt.locator(".cm-editor .cm-lineWrapping").count() == 1  # lines wrap
 
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             # compare: the columns show text while the slowest variant still runs (no table yet)
             page.wait_for_function("() => [...document.querySelectorAll('.nbm-compare .nbm-text')]"
                                    ".some(e => e.textContent.length > 0)")
@@ -281,7 +282,7 @@ def test_prompt_cells_renderer_insert_and_themes(jupyterlab):
             page.wait_for_timeout(500)
             checks = {
                 "answer": answer,
-                "markdown answer": _output(page, 3).locator(".nbm-generation li").first,
+                "markdown answer": _output(page, 3).locator(".nbm-generation p").first,
                 "footer": footer.locator(".nbm-footer-part").first,
                 "error": _output(page, 6).locator("div[style*=border-left]").first,
             }
@@ -303,8 +304,8 @@ def test_notebook7_loads_the_same_renderer(tmp_path):
             page.set_default_timeout(30_000)
             _open(page, url, token, "notebooks/prose.ipynb")
             expect(page.locator(".nbm-prompt-cell .nbm-tok-interpolation").first).to_have_text("{place}")
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            expect(_output(page, 3).locator(".nbm-generation li").first).to_be_visible()
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            expect(_output(page, 3).locator(".nbm-generation p").first).to_be_visible()
             expect(_output(page, 3).locator(".nbm-footer .nbm-insert")).to_be_visible()
             expect(_output(page, 2).locator(".nbm-footer-line")).to_contain_text("cached")
         finally:

@@ -247,6 +247,9 @@ def test_prompt_cells_renderer_insert_and_themes(jupyterlab):
             page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
                                    ".status === 'idle'")
             expect(page.locator(".nbm-compare")).to_have_count(0)  # the live columns gave way to the table
+            row = page.locator("table.nb-model-compare tbody tr").first
+            row.hover()
+            assert row.evaluate("e => getComputedStyle(e).backgroundColor") == "rgba(0, 0, 0, 0)"  # no hover tint
 
             # a streamed answer never breaks inside a word
             answer = _output(page, 1).locator("pre").first

@@ -155,3 +155,20 @@ def test_compare_columns_stream_before_the_slowest_variant_ends(kernel):
     assert last_live < table
     saved, recorded = replay(msgs)
     assert not any(o.get(MIME, {}).get("kind") == "compare" for o in saved + recorded)  # emptied: the table stays
+
+
+@pytest.mark.parametrize("frontend, seen", [("closes it unanswered (no extension)", "['missing']"),
+                                            ("answers, then closes it", "['done']")])
+def test_insert_cell_request_over_the_comm(kernel, frontend, seen):
+    """The kernel side of the panel's To cell: what a frontend receives, and what each reply leads to."""
+    msgs = run_cell(kernel, "from nb_model.frontend import insert_cell\nseen = []\n"
+                            "c = insert_cell('%%generate\\nhi', on_done=lambda: seen.append('done'), "
+                            "on_missing=lambda: seen.append('missing'))")
+    opened = next(m for m in msgs if m["msg_type"] == "comm_open")["content"]
+    assert opened["target_name"] == "nb_model"
+    assert opened["data"] == {"action": "insert-cell", "text": "%%generate\nhi", "cell_type": "code"}
+    if frontend.startswith("answers"):  # what the extension does
+        kernel.shell_channel.send(kernel.session.msg("comm_msg", {"comm_id": opened["comm_id"],
+                                                                  "data": {"inserted": True, "index": 3}}))
+    kernel.shell_channel.send(kernel.session.msg("comm_close", {"comm_id": opened["comm_id"], "data": {}}))
+    assert printed(kernel, "print(seen)") == seen + "\n"

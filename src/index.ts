@@ -7,13 +7,13 @@
  *   `nb_model`, used by the panel's "To cell") both go through it.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
+import { EditorExtensionRegistry, IEditorExtensionRegistry, IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Cell } from '@jupyterlab/cells';
 import { Kernel } from '@jupyterlab/services';
 
-import { PROMPT_MIME, isPromptSource, promptSupport } from './language';
+import { PROMPT_MIME, isPromptSource, lineMagics, promptSupport } from './language';
 import { GENERATION_MIME, GenerationRenderer, IAnswer, answerFromOutputs } from './renderer';
 
 export const INSERT_CELL = 'nb-model:insert-cell';
@@ -55,13 +55,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nb_model:plugin',
   description: 'Prompt cells, the generation renderer and the insert-cell command of nb_model.',
   autoStart: true,
-  requires: [INotebookTracker, IRenderMimeRegistry, IEditorLanguageRegistry],
+  requires: [INotebookTracker, IRenderMimeRegistry, IEditorLanguageRegistry, IEditorExtensionRegistry],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     rendermime: IRenderMimeRegistry,
-    languages: IEditorLanguageRegistry
+    languages: IEditorLanguageRegistry,
+    extensions: IEditorExtensionRegistry
   ) => {
+    extensions.addExtension({
+      name: 'nb_model:line-magics',
+      factory: () => EditorExtensionRegistry.createImmutableExtension(lineMagics)
+    });
     const support = promptSupport();
     languages.addLanguage({
       name: 'nb-model-prompt',

@@ -6,7 +6,8 @@
  * `{{` / `}}` shown as the literal braces they stand for. Lines wrap.
  */
 import { LanguageSupport, StreamLanguage, StringStream, syntaxHighlighting } from '@codemirror/language';
-import { EditorView } from '@codemirror/view';
+import { Prec } from '@codemirror/state';
+import { Decoration, DecorationSet, EditorView, MatchDecorator, ViewPlugin, ViewUpdate } from '@codemirror/view';
 import { Tag, tagHighlighter, tags } from '@lezer/highlight';
 
 export const PROMPT_MIME = 'text/x-nb-model-prompt';
@@ -91,3 +92,39 @@ export function promptSupport(): LanguageSupport {
 export function isPromptSource(source: string): boolean {
   return /^\s*%%generate\b/.test(source);
 }
+
+/** `%generate …` line magics inside Python cells: the magic and its flags marked, the rest of the
+ * line plain (no Python colours on words that are not Python). */
+const LINE_MAGIC = /^([ \t]*)(%generate)\b([^\n]*)$/gm;
+const FLAG = /(^|\s)(--?[A-Za-z][\w-]*)/g;
+
+const lineMagicMarks = new MatchDecorator({
+  regexp: LINE_MAGIC,
+  decorate: (add, from, _to, match) => {
+    const start = from + match[1].length;
+    add(start, start + match[2].length, Decoration.mark({ class: 'nbm-tok-magic' }));
+    const restFrom = start + match[2].length;
+    if (match[3].length > 0) {
+      add(restFrom, restFrom + match[3].length, Decoration.mark({ class: 'nbm-line-magic' }));
+    }
+    for (const flag of match[3].matchAll(FLAG)) {
+      const at = restFrom + (flag.index ?? 0) + flag[1].length;
+      add(at, at + flag[2].length, Decoration.mark({ class: 'nbm-tok-flag' }));
+    }
+  }
+});
+
+export const lineMagics = Prec.high(
+  ViewPlugin.fromClass(
+    class {
+      decorations: DecorationSet;
+      constructor(view: EditorView) {
+        this.decorations = lineMagicMarks.createDeco(view);
+      }
+      update(update: ViewUpdate) {
+        this.decorations = lineMagicMarks.updateDeco(update, this.decorations);
+      }
+    },
+    { decorations: v => v.decorations }
+  )
+);

@@ -231,6 +231,11 @@ def test_prompt_cells_renderer_insert_and_themes(jupyterlab):
             string_cls = python.locator("span", has_text="'island'").last.get_attribute("class")
             keyword_cls = python.locator("span", has_text=re.compile("^import$")).first.get_attribute("class")
             assert string_cls and keyword_cls
+            # a `%generate` line magic in a Python cell: the magic and its flags marked
+            expect(cells.nth(0).locator(".nbm-tok-magic")).to_have_text("%generate")
+            flag = cells.nth(0).locator(".nbm-line-magic .nbm-tok-flag")
+            expect(flag.first).to_be_visible()
+            assert "".join(flag.all_inner_texts()) == "--file"  # (in pieces where Python's tokens split it)
             prose = prompt.locator(".cm-line").nth(1)
             for cls in {*string_cls.split(), *keyword_cls.split()}:
                 expect(prose.locator(f".{cls}")).to_have_count(0)

@@ -11,6 +11,10 @@ to draw, and nbval, which records a display's first bundle, has nothing to
 compare) and emptied again before the final render, so nbval's recording and
 the saved notebook both show just the render and the footer. Slice boundaries
 depend on the text only: a rerun or a cache replay leaves the same outputs.
+
+In a kernel a "generating…" line (published empty first, emptied at the first text) shows while
+nothing has arrived. Previews, the final render and the footer also carry the small payload that
+nb_model's JupyterLab renderer reads (`frontend.py`); markdown previews go out as `text/markdown`.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ this type: everything in it is also in the footer's text).
 from __future__ import annotations
 
 import html
+import time
 
 MIME = "application/vnd.nb-model.generation+json"
 COMM_TARGET = "nb_model"
@@ -101,7 +102,6 @@ class LiveColumns:
         return {MIME: {"kind": "compare", "state": "streaming", "columns": columns}, "text/plain": plain}
 
     def tick(self) -> None:
-        import time
         chars, now = sum(len(j.text) for j in self.jobs), time.monotonic()
         if chars and chars >= self.GROWTH * self._sent_chars and now - self._sent_at >= self.interval:
             self._handle.update(self.bundle(), raw=True)

@@ -38,7 +38,7 @@ PROSE_CELLS = [
     PROMPT,
     PROMPT,  # the same again: a cache hit
     "%%generate --max-tokens 50 -f markdown\nA short list of harbour sounds",
-    "%%generate --compare max_tokens=8,150\nwrite about tides",
+    "%%generate --compare max_tokens=8,150\nwrite a long essay about tides",
     "from IPython.display import HTML\nfrom nb_model.compare import error_html\n"
     "HTML(error_html('the server refused the key: check MODEL_API_KEY'))",
 ]

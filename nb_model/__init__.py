@@ -98,3 +98,8 @@ def load_ipython_extension(ipython) -> None:
 
 def _jupyter_server_extension_points():
     return [{"module": "nb_model.server"}]
+
+
+def _jupyter_labextension_paths():
+    """The prebuilt JupyterLab extension (built from src/ into nb_model/labextension)."""
+    return [{"src": "labextension", "dest": "nb_model"}]

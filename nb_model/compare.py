@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ConfigError, Interrupted, NbModelError
+from .frontend import ERROR, MUTED, NO_MATH, WARN
 
 SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
             "language": str, "model": str, "profile": str, "system": str, "prompt": str}
@@ -203,15 +204,15 @@ def stats_html(gen, *, cap: int | None = None, error: str | None = None) -> str:
     if error and not gen.text:
         return error_html(error)
     line, warnings = footer_line(gen, cap=cap)
-    out = [f'<div style="color:#777;font-size:85%;line-height:1.4">{html.escape(line)}</div>']
-    out += [f'<div style="color:#b36b00;font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
+    out = [f'<div class="{NO_MATH}" style="color:{MUTED};font-size:85%;line-height:1.4">{html.escape(line)}</div>']
+    out += [f'<div class="{NO_MATH}" style="{WARN};font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
     if error:
         out.append(error_html(error))
     return "".join(out)
 
 
 def error_html(message: str) -> str:
-    return f'<div style="color:#c00;font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
+    return f'<div class="{NO_MATH}" style="{ERROR};font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
 
 
 def table_bundle(jobs: list[Job]) -> tuple[dict, dict]:
@@ -258,11 +259,16 @@ def run_magic(magics, args, cell: str) -> None:
                           cache=args.cache)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    from .display import in_kernel
+    from .frontend import LiveColumns
+    live = LiveColumns(jobs) if in_kernel() else None
     interrupted = False
     try:
-        run_jobs(jobs)
+        run_jobs(jobs, on_tick=live.tick if live else None)
     except KeyboardInterrupt:
         interrupted = True
+    if live:
+        live.finish()
     bundle, meta = table_bundle(jobs)
     display(bundle, raw=True, metadata=meta)
     magics._store(args, [j.generation for j in jobs])

@@ -11,10 +11,13 @@ to draw, and nbval, which records a display's first bundle, has nothing to
 compare) and emptied again before the final render, so nbval's recording and
 the saved notebook both show just the render and the footer. Slice boundaries
 depend on the text only: a rerun or a cache replay leaves the same outputs.
+
+In a kernel a "generating…" line (published empty first, emptied at the first text) shows while
+nothing has arrived. Previews, the final render and the footer also carry the small payload that
+nb_model's JupyterLab renderer reads (`frontend.py`); markdown previews go out as `text/markdown`.
 """
 from __future__ import annotations
 
-import html
 import json
 import re
 import sys
@@ -98,11 +101,22 @@ class LiveOutput:
         self._handles = []  # one display per slice shown so far
         self._shown = []  # the text each of those displays holds
         self._last = None  # time of the last preview update
+        self._waiting = None  # the "generating…" line until the first text (or the end)
+        if self._kernel:
+            from .frontend import waiting_bundle
+            self._waiting = _publish({}, display_id=True)  # empty first: nbval records a first bundle
+            self._waiting.update(waiting_bundle(), raw=True)
+
+    def _done_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.update({}, raw=True)
+            self._waiting = None
 
     def write(self, delta: str) -> None:
         self.text += delta
         if not delta:
             return
+        self._done_waiting()
         if not self._rich:
             sys.stdout.write(delta)
             if not self._kernel:
@@ -131,10 +145,17 @@ class LiveOutput:
                 self._shown.append("")
             if self._shown[i] != self.text[start:end]:
                 self._shown[i] = self.text[start:end]
-                self._handles[i].update({"text/plain": self._shown[i]}, raw=True)
+                self._handles[i].update(self._preview_bundle(self._shown[i]), raw=True)
+
+    def _preview_bundle(self, text: str) -> dict:
+        """A slice while text arrives: markdown renders as it comes; other formats show as text."""
+        from .frontend import answer_payload
+        return {**answer_payload(self.fmt, "streaming"),
+                ("text/markdown" if self.fmt == "markdown" else "text/plain"): text}
 
     def finish(self, gen=None) -> None:
         """End the live part; show the final render for rich formats."""
+        self._done_waiting()
         if not self._rich:
             if self.text and not self.text.endswith("\n"):
                 sys.stdout.write("\n")
@@ -146,7 +167,12 @@ class LiveOutput:
         for _ in self._slices()[len(self._handles):]:  # unshown slices get one too: outputs follow the text
             self._handles.append(_publish({}, display_id=True))
         if self.text:
-            _publish(render_bundle(self.text, self.fmt))
+            from .frontend import WARN, answer_payload, html_line
+            bundle = render_bundle(self.text, self.fmt)
+            if self.fmt == "json" and "application/json" not in bundle:
+                msg = "⚠ -f json: the answer is not JSON; shown as text"
+                _publish({"text/plain": msg, "text/html": html_line(msg, WARN)})
+            _publish({**answer_payload(self.fmt, "done"), **bundle})
 
 
 def _protocol(profile: str) -> str | None:
@@ -192,8 +218,6 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
                         "cached, so a re-run asks again: rephrase the prompt and re-run the cell")
     elif gen.finish_reason == "max_steps":
         warnings.append("the model still asked for tools at the last step: raise --max-steps")
-    elif gen.finish_reason == "interrupted":
-        warnings.append("interrupted: partial text kept; re-run the cell to generate again")
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
                                                                     "error", "max_steps"):
         warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
@@ -205,17 +229,19 @@ def show_footer(gen, *, cap: int | None = None, note: str | None = None) -> None
     line, warnings = footer_line(gen, cap=cap)
     if note:  # e.g. what is left of today's budget on a JupyterHub relay service
         line += f" · {note}"
+    from .frontend import MIME, MUTED, WARN, footer_payload, html_line
     text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
-    html_lines = [f'<div style="color:#777;font-size:85%">— {html.escape(line)}</div>']
-    html_lines += [f'<div style="color:#b36b00;font-size:85%">⚠ {html.escape(w)}</div>' for w in warnings]
+    html_lines = [html_line(f"— {line}", f"color:{MUTED}")] + [html_line(f"⚠ {w}", WARN) for w in warnings]
     meta = {"nb_model": {
         "model": gen.model, "profile": gen.profile, "params": gen.params,
         "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens,
                   "estimated": gen.usage.estimated},
         "finish_reason": gen.finish_reason, "cached": gen.cached, "request_id": gen.request_id,
     }}
-    _publish({"text/plain": text, "text/html": "".join(html_lines)}, metadata=meta)
+    _publish({MIME: footer_payload(gen, warnings, note), "text/plain": text, "text/html": "".join(html_lines)},
+             metadata=meta)
 
 
 def show_notice(msg: str) -> None:
-    _publish({"text/plain": msg, "text/html": f'<div style="color:#777;font-size:85%">{html.escape(msg)}</div>'})
+    from .frontend import MUTED, html_line
+    _publish({"text/plain": msg, "text/html": html_line(msg, f"color:{MUTED}")})

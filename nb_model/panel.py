@@ -17,6 +17,7 @@ from typing import Any
 
 from .compare import Job, error_html, one_line, parse_compare, run_jobs, start_jobs, stats_html, text_html
 from .errors import ConfigError
+from .frontend import MUTED
 
 MAX_UPDATES_PER_S = 20  # the panel's live widgets refresh at most this often
 
@@ -136,7 +137,7 @@ class Panel:
         self.history_select = w.Dropdown(options=[], description="history", style=style, disabled=True)
         self.status = w.HTML("")
         self.status.add_class("nb-model-status")
-        self.output = w.HBox([], layout=w.Layout(width="100%"))
+        self.output = w.HBox([], layout=w.Layout(width="100%", max_height="480px", overflow="auto"))
         self.cell_text = w.Textarea("", rows=4, layout=w.Layout(width="98%", display="none"),
                                     description="cell", style=style)
 
@@ -154,7 +155,7 @@ class Panel:
             self.compare,
             w.HBox([self.generate_button, self.stop_button, self.clear_button, self.cell_button,
                     self.history_select]),
-            self.status, self.output, self.cell_text,
+            self.cell_text, self.status, self.output,
         ])
         self.widget.add_class("nb-model-panel")
         self.prompt.add_class("nb-model-prompt")
@@ -232,7 +233,7 @@ class Panel:
         self._jobs = jobs
         self.cell_text.layout.display = "none"  # its text described the previous settings
         self._show_columns([j.label if s["compare"] else None for j in jobs])
-        self.status.value = '<span style="color:#777">generating…</span>'
+        self.status.value = f'<span style="color:{MUTED}">generating…</span>'
         self._set_running(True)
         self._thread = threading.Thread(target=self._drive, args=(jobs, s), name="nb_model panel", daemon=True)
         self._thread.start()
@@ -257,13 +258,28 @@ class Panel:
         self.status.value = ""
 
     def to_cell(self) -> str:
-        """Put the settings into a new `%%generate` cell below (or show it as copyable text)."""
+        """Put the settings into a new `%%generate` cell below (or show it as copyable text).
+
+        From a click, the frontend extension inserts the cell (comm); a frontend without it closes
+        the request unanswered and the text shows under the buttons instead."""
+        from .frontend import insert_cell
+
         text = self.cell_source()
         shell = self._shell()
+        self.cell_text.value = text
+
+        def show_text():
+            self.cell_text.layout.display = None
+
+        def inserted():
+            self.cell_text.layout.display = "none"
+            self.status.value = f'<span style="color:{MUTED}">added a %%generate cell below</span>'
+
         if _next_input_lands(shell):
             shell.set_next_input(text, replace=False)
-        self.cell_text.value = text
-        self.cell_text.layout.display = None
+            show_text()
+        elif insert_cell(text, "code", on_done=inserted, on_missing=show_text) is None:
+            show_text()
         return text
 
     def show(self, index: int) -> None:
@@ -303,7 +319,7 @@ class Panel:
         return shell.user_ns if shell is not None else {}
 
     def _notice(self, message: str) -> None:
-        self.status.value = f'<span style="color:#777">{html.escape(message)}</span>'
+        self.status.value = f'<span style="color:{MUTED}">{html.escape(message)}</span>'
 
     def _set_running(self, running: bool) -> None:
         self.generate_button.disabled = running
@@ -351,7 +367,7 @@ class Panel:
             return stats_html(gen, cap=cap, error=error)
         failed = [c for c in run.columns if c[3]]
         slowest = max((c[1].latency_s or 0 for c in run.columns), default=0)
-        line = f'<div style="color:#777;font-size:85%">{len(run.columns)} variants · {slowest:.2f} s</div>'
+        line = f'<div style="color:{MUTED};font-size:85%">{len(run.columns)} variants · {slowest:.2f} s</div>'
         return line + (error_html(f"{len(failed)} failed: {failed[0][3]}") if failed else "")
 
     def _profile_changed(self, change) -> None:

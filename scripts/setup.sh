@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install nb_model with the extras named in $1 (e.g. "test,redis").
-# System packages (redis-server, chromium) are installed only when asked via NB_MODEL_SYSTEM_DEPS=1.
+# System packages (redis-server, chromium, nodejs) are installed only when asked via NB_MODEL_SYSTEM_DEPS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -22,6 +22,7 @@ if [ "${NB_MODEL_SYSTEM_DEPS:-0}" = 1 ]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs)  # builds the JupyterLab extension from source
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   fi
@@ -43,7 +44,13 @@ if [[ ",$extras," == *",hub,"* ]]; then
     fi
   fi
 fi
+# The JupyterLab extension: built from src/ and style/ before the install (whose build hook then
+# finds it built). node_modules is kept per hash of the npm manifests under ~/.cache/nb_model/.
+.venv/bin/python -m pip install -q "jupyterlab>=4,<5" "jupyter-builder>=1.3"  # jlpm and the extension builder
+PATH="$PWD/.venv/bin:$PATH" bash scripts/build_labextension.sh
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+# an editable install links the built extension where JupyterLab looks for it
+.venv/bin/jupyter-builder develop --overwrite . >/dev/null
 # an editable install skips the data-files: put the file that enables the server extension where
 # `pip install .` would (`jupyter server extension enable` refuses an extension no config lists yet)
 mkdir -p .venv/etc/jupyter/jupyter_server_config.d

@@ -1,5 +1,5 @@
 """`pip install .` into a fresh venv, and scripts/setup.sh's `pip install -e .`, enable the server
-extension (scripts/check_server_extension.sh)."""
+extension and build and enable the JupyterLab extension (scripts/check_server_extension.sh)."""
 from __future__ import annotations
 
 import os
@@ -24,3 +24,4 @@ def test_pip_install_enables_the_server_extension(mode, what):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert f"PASS: nb_model server extension enabled after {what}\n" in done.stdout
+    assert f"PASS: nb_model JupyterLab extension enabled after {what}\n" in done.stdout

@@ -91,9 +91,12 @@ def __getattr__(name: str):
 
 
 def load_ipython_extension(ipython) -> None:
-    """`%load_ext nb_model`: register %%generate / %generate."""
+    """`%load_ext nb_model`: register %%generate / %generate; notices show as muted lines in the notebook."""
+    from .display import show_notice
     from .magics import register
+    from .notices import set_notice_handler
     register(ipython)
+    set_notice_handler(show_notice)
 
 
 def _jupyter_server_extension_points():

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from .config import EMBEDDED_PREFIX
+from .notices import notice_once, redis_topic
 
 # GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it,
 # and how many processes booked slots in the last ARGV[4] seconds.
@@ -140,7 +141,6 @@ class RedisBucket:
         share = self.rate / self.sharers
         if self.sharers > 1 and (self.degraded is None or self.degraded.rate != share):
             self.degraded = TokenBucket(share, burst=1.0)
-        from .client import notice_once, redis_topic
         reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
             else type(exc).__name__
         alone = f"{share:g} requests/s ({self.sharers} processes were sharing {self.rate:g}/s)" \

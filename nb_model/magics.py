@@ -21,9 +21,9 @@ SUBCOMMANDS = {
     "profiles": "nb_model.magics:cmd_profiles",
     "help": "nb_model.magics:cmd_help",
     "panel": "nb_model.panel:cmd_panel",
-    "cache": "nb_model.cache.commands:cmd_cache",
-    "history": "nb_model.cache.commands:cmd_history",
-    "usage": "nb_model.cache.commands:cmd_usage",
+    "cache": "nb_model.cache_magic:cmd_cache",
+    "history": "nb_model.cache_magic:cmd_history",
+    "usage": "nb_model.cache_magic:cmd_usage",
     "chat": "nb_model.chat:cmd_chat",
 }
 
@@ -210,7 +210,7 @@ class NbModel(Magics):
             raise
         gen = stream.generation
         live.finish(gen)
-        from .hub_env import footer_note
+        from .config.env import footer_note
         show_footer(gen, cap=client.profile.max_tokens_cap, note=None if gen.cached else footer_note(gen.profile))
         if chat:
             chat.add(prompt, gen)

@@ -43,7 +43,7 @@ from traitlets.config import LoggingConfigurable
 from .. import protocols
 from ..tokens import estimate_tokens
 from ..errors import ConfigError
-from ..relay_env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
+from ..config.env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
 from .metering import prompt_text
 from .quotas import Quotas, open_store
 
@@ -338,7 +338,7 @@ class NbModelRelay(LoggingConfigurable):
         return [self.relay_token, *self._keys.values()]
 
     def kernel_env(self, relay_url: str) -> dict[str, str]:
-        """The variables kernels inherit to find the relay (see `nb_model.relay_env`)."""
+        """The variables kernels inherit to find the relay (see `nb_model.config.env`)."""
         listed = {name: prof.public(self.qps) for name, prof in self.routes.items()}
         return {URL_ENV: self.relay_url or relay_url, TOKEN_ENV: self.relay_token,
                 PROFILES_ENV: json.dumps(listed, sort_keys=True)}

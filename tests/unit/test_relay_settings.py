@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nb_model.errors import ConfigError
-from nb_model.relay_env import PROFILES_ENV, TOKEN_ENV, URL_ENV, relay_profiles
+from nb_model.config.env import PROFILES_ENV, TOKEN_ENV, URL_ENV, relay_profiles
 from nb_model.server.redact import redact
 from nb_model.server.relay import BadRequest, parse_profile
 

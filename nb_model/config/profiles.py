@@ -1,24 +1,21 @@
-"""Profiles and settings resolution.
+"""Profiles: where and how to call a model (`Profile`), read from dicts and TOML with one-line errors.
 
-Order, strongest first: call arguments > cell options > %config > env vars >
-profiles TOML > built-in defaults. A profile names the *environment variable*
-holding its key; the key itself is read at request time and never stored.
+The foundation of `nb_model.config`: no environment discovery here (see `env`), nothing above it imported.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
-from .protocols import PROTOCOLS
+from ..errors import ConfigError
+from ..protocols import PROTOCOLS
 
 KEY_ENVS = ("NB_MODEL_API_KEY", "MODEL_API_KEY")
-PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed", "response_format")
 SEED_PRICE_PER_1M = 12.0
 
 
@@ -185,158 +182,3 @@ def _typed(profile: str, field: str, value):
     if field == "endpoint":
         check_endpoint(f"profile {profile!r}", value)
     return value
-
-
-def _env_profile() -> Profile | None:
-    endpoint = (os.environ.get("NB_MODEL_ENDPOINT") or "").strip()
-    if not endpoint:
-        return None
-    check_endpoint("$NB_MODEL_ENDPOINT", endpoint)
-    protocol = os.environ.get("NB_MODEL_PROTOCOL", "seed")
-    return profile_from_dict("env", {
-        "endpoint": endpoint, "protocol": protocol, "model": os.environ.get("NB_MODEL_MODEL"),
-        "price_per_1m": SEED_PRICE_PER_1M if protocol == "seed" else 0.0,
-        "description": "from NB_MODEL_ENDPOINT / NB_MODEL_PROTOCOL / NB_MODEL_MODEL",
-    })
-
-
-def ignored_env_note() -> str:
-    """' (NB_MODEL_MODEL is set but NB_MODEL_ENDPOINT is not: it is ignored)' or "", for fallback notices."""
-    if (os.environ.get("NB_MODEL_ENDPOINT") or "").strip():
-        return ""
-    names = [n for n in ("NB_MODEL_MODEL", "NB_MODEL_PROTOCOL", *KEY_ENVS) if os.environ.get(n)]
-    if not names:
-        return ""
-    if len(names) == 1:
-        return f" ({names[0]} is set but NB_MODEL_ENDPOINT is not: it is ignored)"
-    listed = ", ".join(names[:-1]) + " and " + names[-1]
-    return f" ({listed} are set but NB_MODEL_ENDPOINT is not: they are ignored)"
-
-
-_session_profiles: dict[str, Profile] = {}
-
-
-def add_profile(name: str, **settings) -> Profile:
-    """Define a profile for this session only (same settings as a [profiles.NAME] table)."""
-    profile = profile_from_dict(name, settings)
-    _session_profiles[name] = profile
-    return profile
-
-
-_env_error: ConfigError | None = None  # why $NB_MODEL_ENDPOINT & co. make no profile (set by load_profiles)
-
-
-def load_profiles() -> tuple[dict[str, Profile], str | None]:
-    """All profiles (built-in, env, relay, file, added this session) and the file's `default`, if any."""
-    profiles = dict(BUILTIN)
-    extra = _extra_profiles()
-    profiles.update(extra)
-    global _env_error
-    try:
-        env, _env_error = _env_profile(), None
-    except ConfigError as exc:  # raised when the env profile is wanted (resolve_profile), not for every profile
-        env, _env_error = None, exc
-    if env:
-        profiles["env"] = env
-    default = None
-    path = profiles_path()
-    if path is not None:
-        data = _parse_toml(path)
-        default = data.get("default")
-        for name, body in (data.get("profiles") or {}).items():
-            if not isinstance(body, dict):
-                raise ConfigError(f"{path}: [profiles.{name}] must be a table")
-            profiles[name] = profile_from_dict(name, body)
-    profiles.update(_session_profiles)
-    return profiles, default
-
-
-def _extra_profiles() -> dict[str, Profile]:
-    """Profiles that exist because of the environment: the Jupyter relay, a local model."""
-    out: dict[str, Profile] = {}
-    try:
-        from .relay_env import relay_profiles
-    except ImportError:
-        relay_profiles = None
-    if relay_profiles:
-        out.update(relay_profiles())
-    if os.environ.get("JUPYTERHUB_API_TOKEN"):  # a JupyterHub server: its relay service, if there is one
-        from .hub_env import hub_profiles
-        out.update(hub_profiles())
-    try:
-        from .sandbox.local import local_profile
-    except ImportError:
-        local_profile = None
-    if local_profile:
-        prof = local_profile()
-        if prof:
-            out[prof.name] = prof
-    return out
-
-
-def default_profile_name(profiles: dict[str, Profile], file_default: str | None) -> str:
-    """NB_MODEL_PROFILE > profiles file default > env endpoint > Hub relay service > relay > local model > sandbox."""
-    chosen = os.environ.get("NB_MODEL_PROFILE") or file_default
-    if chosen:
-        return chosen
-    for name in ("env",):
-        if name in profiles:
-            return name
-    relay = sorted(n for n in profiles if n.startswith("hub:")) or sorted(
-        n for n in profiles if n.startswith("relay:"))
-    if relay:
-        return relay[0]
-    if "local" in profiles:
-        return "local"
-    return "sandbox"
-
-
-_session_profile: str | None = None
-
-
-def set_session_profile(name: str | None) -> None:
-    """The default profile of this kernel (`%config NbModel.profile = ...`), for every front end."""
-    global _session_profile
-    _session_profile = name or None
-
-
-def resolve_profile(name: str | None = None, **overrides) -> Profile:
-    profiles, file_default = load_profiles()
-    chosen = name or _session_profile or os.environ.get("NB_MODEL_PROFILE") or file_default
-    if _env_error is not None and chosen in (None, "env"):  # a broken $NB_MODEL_ENDPOINT was meant to be used
-        raise _env_error
-    name = chosen or default_profile_name(profiles, file_default)
-    if name not in profiles:
-        raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
-                          f"(define more in {profiles_path() or 'nb_model.toml'})")
-    profile = profiles[name]
-    overrides = {k: _typed(name, k, v) if k in _FIELD_TYPES else v for k, v in overrides.items() if v is not None}
-    return replace(profile, **overrides) if overrides else profile
-
-
-def validate_params(params: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """Check generation parameters; raise one ConfigError line saying what is allowed."""
-    out = {k: v for k, v in params.items() if v is not None}
-    unknown = set(out) - set(PARAMS)
-    if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: {', '.join(PARAMS)}")
-    mt = out.get("max_tokens")
-    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or not 1 <= mt <= profile.max_tokens_cap):
-        raise ConfigError(f"max_tokens must be an integer from 1 to {profile.max_tokens_cap} "
-                          f"(profile {profile.name!r}), got {mt!r}")
-    t = out.get("temperature")
-    if t is not None and not (isinstance(t, (int, float)) and 0 <= t <= 2):
-        raise ConfigError(f"temperature must be between 0 and 2, got {t!r}")
-    p = out.get("top_p")
-    if p is not None and not (isinstance(p, (int, float)) and 0 < p <= 1):
-        raise ConfigError(f"top_p must be in (0, 1], got {p!r}")
-    k = out.get("top_k")
-    if k is not None and not (isinstance(k, int) and k >= 1):
-        raise ConfigError(f"top_k must be a positive integer, got {k!r}")
-    lang = out.get("language")
-    if lang is not None and not (isinstance(lang, str) and lang.strip()):
-        raise ConfigError("language must be a non-empty code such as 'en' or 'fr'")
-    rf = out.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and isinstance(rf.get("type"), str)):
-        raise ConfigError("response_format must be an object with a 'type', e.g. {'type': 'json_object'}")
-    return out

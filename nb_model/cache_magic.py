@@ -6,9 +6,9 @@ import time
 
 from IPython.core.error import UsageError
 
-from .. import textwidth
-from ..config import redact_url
-from . import location, router
+from . import textwidth
+from .cache import location, router
+from .config import redact_url
 
 CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
 
@@ -41,8 +41,8 @@ def _count(words: list[str], default: int) -> int:
 
 
 def _entries_store(magics):
-    from ..client import client_for
-    from ..errors import ConfigError
+    from .client import client_for
+    from .errors import ConfigError
     try:
         cache = client_for(magics.profile).cache
     except ConfigError:
@@ -176,7 +176,7 @@ def cmd_usage(magics, words: list[str]) -> None:
          f"${t['saved']:.4f}")
         for name, t in scopes])
     print("cost estimated from each profile's price_per_1m (set it in nb_model.toml; 0 for local models)")
-    from ..hub_env import usage_lines
+    from .config.env import usage_lines
     for line in usage_lines():  # a JupyterHub relay service: what is left today
         print(line)
     if any(t.get("estimated") for _, t in scopes):

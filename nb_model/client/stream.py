@@ -43,7 +43,8 @@ class Stream:
         self.cache_mode = cache_mode
         self.on_retry = on_retry
         profile = client.profile
-        self.generation = Generation(model=profile.model or "", profile=profile.name, params=dict(spec.params))
+        self.generation = Generation(model=profile.model or "", profile=profile.name, protocol=profile.protocol,
+                                     params=dict(spec.params))
         self._response = None
         self._conn = None  # the connection of the request in flight, before its response exists
         self._closed = False
@@ -68,7 +69,7 @@ class Stream:
         if cache is not None and self.cache_mode == "use":
             hit = cache.lookup(identity)
             if hit is not None:
-                hit.cached = True
+                hit.cached, hit.protocol = True, self.client.profile.protocol  # the cache key holds the protocol
                 self.generation = hit
                 self._record(identity)
                 if hit.text:
@@ -188,7 +189,8 @@ class Stream:
         client, profile = self.client, self.client.profile
         self._calls, self.generation.tool_calls = None, None  # a retried attempt starts its calls afresh
         adapter = protocols.adapter(profile.protocol)
-        url, body, extra = adapter.build(client.endpoint(), profile.model, self.spec, self.streaming)
+        url = adapter.url_for(client.endpoint())
+        body, extra = adapter.build(profile.model, self.spec, self.streaming)
         headers = {"Content-Type": "application/json", **extra}
         if self.streaming:
             headers["Accept"] = "text/event-stream" if profile.protocol != "seed" else "application/x-ndjson"

@@ -139,7 +139,7 @@ def resolve_profile(name: str | None = None, **overrides) -> Profile:
         raise ConfigError(f"unknown profile {name!r}: available {', '.join(sorted(profiles))} "
                           f"(define more in {profiles_path() or 'nb_model.toml'})")
     profile = profiles[name]
-    overrides = {k: _typed(name, k, v) if k in _FIELD_TYPES else v for k, v in overrides.items() if v is not None}
+    overrides = {k: _typed(f"profile {name!r}", k, v) if k in _FIELD_TYPES else v for k, v in overrides.items() if v is not None}
     return replace(profile, **overrides) if overrides else profile
 
 

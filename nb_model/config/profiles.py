@@ -151,21 +151,25 @@ def profiles_path() -> Path | None:
     return None
 
 
-def profile_from_dict(name: str, data: dict) -> Profile:
+def profile_from_dict(name: str, data: dict, *, where: str | None = None) -> Profile:
+    """A checked `Profile` from its settings, else one ConfigError line starting with `where` (default
+    "profile NAME"). Every reader of profiles (TOML, env, relays, the relay server's own config) uses it."""
+    where = where or f"profile {name!r}"
     if "key" in data or "api_key" in data:
-        raise ConfigError(f"profile {name!r} holds a key: remove it and set key_env = \"ENV_VAR_NAME\" instead")
+        raise ConfigError(f"{where} holds a key: remove it and set key_env = \"ENV_VAR_NAME\" instead")
     unknown = set(data) - _FIELD_NAMES
     if unknown:
-        raise ConfigError(f"profile {name!r}: unknown setting(s) {', '.join(sorted(unknown))}; "
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
                           f"allowed: {', '.join(sorted(_FIELD_NAMES - {'name'}))}")
     protocol = data.get("protocol", "seed")
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"profile {name!r}: protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
-    return Profile(name=name, **{k: _typed(name, k, v) for k, v in data.items()})
+        raise ConfigError(f"{where}: protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
+    return Profile(name=name, **{k: _typed(where, k, v) for k, v in data.items()})
 
 
-def _typed(profile: str, field: str, value):
-    """A profile setting converted to its field's type and checked, or one ConfigError line."""
+def _typed(where: str, field: str, value):
+    """A profile setting converted to its field's type and checked, or one ConfigError line (`where`: e.g.
+    "profile 'mine'")."""
     kind = _FIELD_TYPES[field]
     if value is None and field in _OPTIONAL:
         return None
@@ -174,11 +178,11 @@ def _typed(profile: str, field: str, value):
     elif not (kind is int and isinstance(value, int) and not isinstance(value, bool)
               or kind in (str, dict) and isinstance(value, kind)):
         what = {float: "a number", int: "an integer", str: "a string", dict: "a table"}[kind]
-        raise ConfigError(f"profile {profile!r}: {field} must be {what}, got {value!r}")
+        raise ConfigError(f"{where}: {field} must be {what}, got {value!r}")
     if field in _POSITIVE and not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"profile {profile!r}: {field} must be above 0, got {value!r}")
+        raise ConfigError(f"{where}: {field} must be above 0, got {value!r}")
     if field in _NOT_NEGATIVE and not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"profile {profile!r}: {field} must be 0 or more, got {value!r}")
+        raise ConfigError(f"{where}: {field} must be 0 or more, got {value!r}")
     if field == "endpoint":
-        check_endpoint(f"profile {profile!r}", value)
+        check_endpoint(where, value)
     return value

@@ -1,7 +1,8 @@
 """Wire formats. Each module builds a request and parses replies; none does I/O.
 
 An adapter exposes:
-  build(endpoint, model, spec, stream) -> (url, json_body, extra_headers)
+  url_for(endpoint_or_profile) -> str           (where its requests go, from an endpoint or anything with one)
+  build(model, spec, stream) -> (json_body, extra_headers)
   parse_reply(obj) -> Chunk                     (a whole non-streaming reply)
   stream_decoder() -> object with feed(bytes) -> list[Chunk] and close() -> list[Chunk]
 """
@@ -113,6 +114,14 @@ class Spec:
 
 
 PROTOCOLS = ("seed", "openai", "openai-completions")
+
+
+def endpoint_of(target) -> str:
+    """The endpoint URL of `target`: a string, or an object with an `.endpoint` (a profile)."""
+    endpoint = target if isinstance(target, str) else getattr(target, "endpoint", None)
+    if not isinstance(endpoint, str):
+        raise ConfigError(f"no endpoint to send requests to in {type(target).__name__}")
+    return endpoint.rstrip("/")
 
 
 def adapter(name: str):

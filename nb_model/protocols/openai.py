@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked, endpoint_of, error_chunk
+from .base import Chunk, Spec, checked, endpoint_of, error_chunk
 from .sse import SSEDecoder
 
 SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked, endpoint_of, error_chunk
+from .base import Chunk, Spec, checked, endpoint_of, error_chunk
 from .lines import LineSplitter
 
 DEFAULT_PATH = "/v1/generate"

@@ -337,12 +337,13 @@ def test_context_budget_with_16k_profile_and_huge_folder(shell, minimal_server, 
     assert 100 < len(g.passages) < 2000 and f"[{len(g.passages)}] (" in sent and f"[{len(g.passages) + 1}] (" not in sent
 
 
-def test_load_ext_imports_no_retrieval_code():
+def test_load_ext_imports_no_retrieval_or_tool_code():
     import subprocess
     import sys
     code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
             "InteractiveShell.instance().run_line_magic('load_ext', 'nb_model')\n"
-            "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'nb_model.retrieval') if m in sys.modules))")
+            "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'pydantic', 'nb_model.retrieval',\n"
+            "                      'nb_model.tools', 'jupyter_ui_poll') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -379,3 +380,32 @@ def test_damaged_index_cache_is_rebuilt(docs, tmp_path, monkeypatch):
         idx = Index(docs)
         assert idx.stats["files"] == 7 and idx.stats["read"] >= 2 and not idx.warnings
         assert idx.search("security deposit")[0].source == "en/lease.md"
+
+
+@pytest.mark.parametrize("protocol", ["seed", "openai"])
+def test_context_budget_counts_earlier_chat_turns(shell, minimal_server, monkeypatch, tmp_path, protocol):
+    """With --chat the earlier turns go out with the grounded prompt: the passages give them room."""
+    from nb_model.tokens import estimate_tokens
+    rec, url = minimal_server(protocol)
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", url)
+    monkeypatch.setenv("NB_MODEL_PROTOCOL", protocol)
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    for n in range(300):
+        paras = [f"Report {n}-{i}: the termination notice for contract {n} clause {i} is {i + 30} days, "
+                 f"given in writing to the other party before the lease ends." for i in range(12)]
+        (huge / f"contract{n:03d}.txt").write_text("\n\n".join(paras), encoding="utf-8")
+    from nb_model.chat import conversations
+    conversations(shell).pop("rag", None)
+    earlier = "Some background on our leases. " * 700  # ~4-5K tokens of conversation before the question
+    res, cap = run(shell, f"%%generate --chat rag --no-stream --no-cache\n{earlier}")
+    assert res.success, cap.stderr
+    res, cap = run(shell, f"%%generate --context {huge} --chat rag --k 2000 --max-tokens 2048 --no-stream -o g\n"
+                          "What is the termination notice in the lease?")
+    assert res.success, cap.stderr + cap.stdout
+    body = rec.bodies[-1]
+    sent = body["prompt"] if protocol == "seed" else "\n".join(m["content"] for m in body["messages"])
+    assert earlier.strip() in sent  # the earlier turn went out too
+    assert estimate_tokens(sent) + 2048 <= 16384
+    assert estimate_tokens(sent) + 2048 > 16384 - 300  # filled, not starved
+    conversations(shell).pop("rag", None)

@@ -1,0 +1,68 @@
+"""Tool calls in a real kernel (jupyter_client): the line shown while a call runs, what a saved notebook and
+nbval's recording hold afterwards, and the confirm button answered while the cell runs."""
+import os
+import time
+
+import pytest
+
+SALES = ("import time\n"
+         "def sales_by_region(quarter: str) -> dict:\n"
+         "    '''Total sales per region for a quarter like 'Q3'.'''\n"
+         "    time.sleep(0.3)\n"
+         "    return {'North': 120, 'South': 95}\n")
+CELL = "%%generate --tools sales_by_region --no-cache -o g\nWhich region sold most in Q3?"
+
+
+def replay(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(outputs as nbclient saves them: updates applied; outputs as nbval records them: first bundles)."""
+    saved, recorded, where = [], [], {}
+    for m in msgs:
+        kind, content = m["msg_type"], m["content"]
+        if kind == "display_data":
+            saved.append(dict(content["data"]))
+            recorded.append(dict(content["data"]))
+            display_id = content.get("transient", {}).get("display_id")
+            if display_id:
+                where.setdefault(display_id, []).append(len(saved) - 1)
+        elif kind == "update_display_data":
+            for i in where[content["transient"]["display_id"]]:
+                saved[i] = dict(content["data"])
+        elif kind == "stream":
+            saved.append({"stream": content["text"]})
+            recorded.append({"stream": content["text"]})
+    return saved, recorded
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    from jupyter_client.manager import start_new_kernel
+    cwd = tmp_path_factory.mktemp("kernel")
+    env = {**os.environ, "NB_MODEL_LOCAL": "off", "NB_MODEL_CACHE": "off", "HOME": str(cwd)}
+    env = {k: v for k, v in env.items() if not k.startswith(("NB_MODEL_ENDPOINT", "NB_MODEL_PROFILE", "MODEL_API"))}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+    try:
+        kc.execute_interactive("%load_ext nb_model\n" + SALES, timeout=60)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run_cell(kc, code: str, timeout: float = 120) -> list[dict]:
+    msgs = []
+    reply = kc.execute_interactive(code, output_hook=msgs.append, timeout=timeout)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return msgs
+
+
+def test_a_running_call_shows_a_line_that_gives_way_to_its_result(kernel):
+    msgs = run_cell(kernel, CELL)
+    shows = [(m["msg_type"], m["content"]["data"].get("text/plain", "")) for m in msgs
+             if m["msg_type"] in ("display_data", "update_display_data")]
+    running = ("update_display_data", "⏳ calling sales_by_region(quarter='Q3')…")
+    assert running in shows, shows
+    done = next(i for i, (_, text) in enumerate(shows) if text.startswith("🔧 sales_by_region(quarter='Q3') → "))
+    assert shows.index(running) < done and shows[done - 1] == ("update_display_data", "")  # taken back first
+    saved, recorded = replay(msgs)
+    assert saved == recorded  # nbval finds what the saved notebook holds
+    assert not any("calling" in str(o) for o in saved)

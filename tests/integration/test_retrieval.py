@@ -343,7 +343,7 @@ def test_load_ext_imports_no_retrieval_or_tool_code():
     code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
             "InteractiveShell.instance().run_line_magic('load_ext', 'nb_model')\n"
             "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'pydantic', 'nb_model.retrieval',\n"
-            "                      'nb_model.tools', 'jupyter_ui_poll') if m in sys.modules))")
+            "                      'nb_model.tools') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -66,3 +66,23 @@ def test_a_running_call_shows_a_line_that_gives_way_to_its_result(kernel):
     saved, recorded = replay(msgs)
     assert saved == recorded  # nbval finds what the saved notebook holds
     assert not any("calling" in str(o) for o in saved)
+
+
+@pytest.mark.parametrize("answer, runs", [("n", False), ("y", True)])
+def test_confirm_asks_on_the_kernels_stdin(kernel, answer, runs):
+    """--confirm asks with input(): in Jupyter that is the frontend's input box (an input_request on the
+    stdin channel), answered while the cell runs."""
+    asked = []
+
+    def reply(msg):
+        asked.append(msg["content"]["prompt"])
+        kernel.input(answer)
+
+    msgs = []
+    reply_msg = kernel.execute_interactive(CELL.replace("--no-cache", "--no-cache --confirm"), allow_stdin=True,
+                                           stdin_hook=reply, output_hook=msgs.append, timeout=60)
+    assert reply_msg["content"]["status"] == "ok", reply_msg["content"]
+    assert asked == ["run sales_by_region(quarter='Q3')? [y/N] "]
+    lines = [m["content"]["data"].get("text/plain", "") for m in msgs if m["msg_type"] == "display_data"]
+    mark = "🔧" if runs else "⊘"
+    assert any(ln.startswith(f"{mark} sales_by_region(quarter='Q3') → ") for ln in lines), lines

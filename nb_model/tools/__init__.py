@@ -117,10 +117,11 @@ def from_names(spec: str, namespace: dict) -> list[Tool]:
     return toolset(found)
 
 
-def run_tools(prompt: str, tools, **kw):
-    """See `loop.run_tools`."""
-    from .loop import run_tools as run
-    return run(prompt, tools, **kw)
+def run_tools(prompt: str, tools, *, profile: str | None = None, model: str | None = None, **kw):
+    """`nb_model.generate(prompt, tools=tools, ...)`: the exchange with the profile's client (see
+    `loop.run_tools` for the options)."""
+    from .. import generate
+    return generate(prompt, profile=profile, model=model, tools=tools, **kw)
 
 
 __all__ = ["Tool", "as_tool", "from_names", "run_tools", "tool", "toolset"]

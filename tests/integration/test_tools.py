@@ -157,6 +157,9 @@ def test_python_api_runs_tools_silently():
     g = nb_model.generate("How did sales go in Q2?", tools=[sales_by_region], confirm=lambda call: asked.append(call)
                           or False, cache="off")
     assert [c["name"] for c in asked] == ["sales_by_region"] and g.exchange["calls"][0]["status"] == "declined"
+    from nb_model.tools import run_tools  # the package's own entry point runs the same exchange
+    g = run_tools("How did sales go in Q2?", [sales_by_region], cache="off")
+    assert g.text == '[sandbox] sales_by_region returned {"North": 100, "South": 80}.'
 
 
 def test_no_tool_mentioned_is_a_plain_answer(shell, sandbox, use_endpoint, tools_ns):

@@ -245,6 +245,24 @@ def test_chunks_follow_paragraphs_and_budget():
     assert "".join(t for t, _, _ in out if t.startswith("长")) == "长" * 900
 
 
+
+def test_chunk_line_ranges_are_the_lines_the_text_is_on():
+    """Every passage's (first, last) line range holds exactly its text, for paragraphs and for sentences
+    of a long paragraph that spans lines (the citations show these ranges)."""
+    from nb_model.retrieval.text import chunks
+    long_para = "\n".join(f"Line {i} says the notice period is {i} days for clause {i}." for i in range(1, 13))
+    text = ("The lease ends after sixty days of written notice.\n\nRent is due monthly.\n\n"
+            + long_para + "\n\n\n租金每月支付。押金在三十日内退还。\n")
+    lines = text.split("\n")
+    out = chunks(text, budget=40)
+    assert len(out) >= 4
+    for chunk, first, last in out:
+        span = "\n".join(lines[first - 1:last])
+        assert lines[first - 1].strip() and lines[last - 1].strip(), (chunk, first, last)  # no blank ends
+        assert " ".join(chunk.split()) in " ".join(span.split()), (chunk, first, last, span)
+    assert out[-1][1:] == (len(lines) - 1, len(lines) - 1)
+
+
 # -- the prompt on the wire: a minimal server written from the API docs' examples --------------------------
 
 class Recorder:

@@ -42,6 +42,7 @@ def kernel(tmp_path_factory):
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
     try:
         kc.execute_interactive("%load_ext nb_model\n" + SALES, timeout=60)
+        kc.manager = km
         yield kc
     finally:
         kc.stop_channels()
@@ -86,3 +87,39 @@ def test_confirm_asks_on_the_kernels_stdin(kernel, answer, runs):
     lines = [m["content"]["data"].get("text/plain", "") for m in msgs if m["msg_type"] == "display_data"]
     mark = "🔧" if runs else "⊘"
     assert any(ln.startswith(f"{mark} sales_by_region(quarter='Q3') → ") for ln in lines), lines
+
+
+SLOW = ("def slow_report(quarter: str) -> str:\n"
+        "    '''A slow report for a quarter like 'Q3'.'''\n"
+        "    time.sleep(30)\n"
+        "    return 'done'\n")
+
+
+def test_interrupt_while_a_call_runs_keeps_what_was_shown(kernel):
+    """The kernel's interrupt (the stop button) during a slow tool: the loop stops, the call is shown as
+    interrupted, the 'calling…' line is taken back, the kernel stays usable and `-o g` holds the exchange."""
+    run_cell(kernel, SLOW)
+    msgs, interrupted = [], []
+
+    def watch(msg):
+        msgs.append(msg)
+        data = msg["content"].get("data", {})
+        if msg["msg_type"] == "update_display_data" and data.get("text/plain", "").startswith("⏳ calling"):
+            time.sleep(0.3)
+            kernel.manager.interrupt_kernel()
+            interrupted.append(time.monotonic())
+
+    start = time.monotonic()
+    reply = kernel.execute_interactive("%%generate --tools slow_report --no-cache -o g\nGive the slow report for Q3.",
+                                       output_hook=watch, timeout=60)
+    assert interrupted and time.monotonic() - start < 20
+    assert reply["content"]["status"] == "error"
+    errors = [m["content"] for m in msgs if m["msg_type"] == "error"]
+    assert errors and "stopped by user after 1 tool call(s)" in errors[0]["evalue"], errors
+    saved, recorded = replay(msgs)
+    assert saved == recorded and not any("calling" in str(o) for o in saved)
+    lines = [o.get("text/plain", "") for o in saved]
+    assert any(ln.startswith("⏹ slow_report(quarter='Q3') → interrupted") for ln in lines), lines
+    out = [m["content"]["text"] for m in run_cell(kernel, "print(g.exchange['calls'][0]['status'])")
+           if m["msg_type"] == "stream"]
+    assert out == ["interrupted\n"]

@@ -270,7 +270,7 @@ def test_cache_key_includes_tool_results(shell, sandbox, use_endpoint, tools_ns,
 
 @pytest.mark.parametrize("setup, line, expect", [
     ("", "--tools nope", "no function named 'nope' in the notebook"),
-    ("x = 5", "--tools x", "'x' is a int, not a function"),
+    ("x = 5", "--tools x", "'x' is an int, not a function"),
     ("from datetime import datetime\ndef when(t: datetime): pass", "--tools when",
      "tool when: parameter t has type datetime, which has no JSON schema"),
     ("def f(q: str): pass", "--tools f --max-steps 0", "--max-steps must be at least 1"),

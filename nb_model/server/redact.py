@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 MASK = "***"
 _AUTH = re.compile(r"""(?ix)
     (authorization["']?\s*[:=]\s*["']?)        # Authorization: / "authorization": / authorization=
+    (?!(?:(?:bearer|token|basic)\s+)?(?-i:\$[A-Z_][A-Z0-9_]*)(?![^\s"',;}]))  # not a hint naming $A_VARIABLE
     (?:(?:bearer|token|basic)\s+)?[^\s"',;}]+
   | \b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{8,}  # a bare 'Bearer <token>'
 """)

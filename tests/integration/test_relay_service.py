@@ -296,3 +296,46 @@ def test_an_upstream_echoing_the_key_never_shows_it_in_replies_or_the_services_l
     log = relay.log.read_text()
     assert "relay/course/v1/generate" in log or "course/v1/generate" in log, log
     assert KEY not in log and KEY[:12] not in log, log
+
+
+def test_a_large_body_is_413_in_one_line_and_never_stalls_other_callers(relay):
+    """Over `[relay] max_body_bytes` (default 1 MiB): 413 from the Content-Length before the body is read, or
+    as a chunked body passes it. Under it, parsing and counting run in a thread while others are served."""
+    url, auth = relay.url + "relay/course/v1/generate", {"Authorization": f"Bearer {TOKENS['tess']}"}
+    start = time.monotonic()
+    huge = requests.post(url, data=b'{"prompt": "' + b"7," * 25_000_000 + b'"}', headers=auth, timeout=30)
+    assert huge.status_code == 413 and time.monotonic() - start < 5, huge.text
+    message = huge.json()["error"]["message"]
+    assert "\n" not in message and "1,048,576 bytes" in message and "max_body_bytes" in message
+
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+    try:  # no Content-Length: cut off at the limit (the connection is dropped; nothing past it is read)
+        cut = requests.post(url, data=chunks(), headers=auth, timeout=30).status_code
+    except requests.RequestException:
+        cut = "dropped"
+    assert cut in (400, 413, "dropped"), cut
+    assert requests.post(relay.url + "relay/course/v1/generate", data=b"x" * 2_000_000, timeout=30,
+                         headers={"Authorization": "Bearer nope"}).status_code == 403  # refused before reading
+
+    # just under the limit, digits and punctuation (the slowest text to count): others are answered meanwhile
+    body = json.dumps({"prompt": "1,2,3,4,5,6,7,8,9," * 57_000, "max_tokens": 8}).encode()
+    assert len(body) < 1 << 20
+    done = threading.Event()
+    waits = []
+
+    def poll():
+        while not done.is_set():
+            t = time.monotonic()
+            assert relay.get("api/me", "bob").status_code == 200
+            waits.append(time.monotonic() - t)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    time.sleep(0.1)
+    requests.post(url, data=body, headers=auth, timeout=30)
+    done.set()
+    poller.join(10)
+    assert len(waits) >= 3 and max(waits) < 0.3, waits  # counting this body on the event loop takes ~0.7 s

@@ -24,6 +24,7 @@ def resolve_context(shell, value: str):
 
 
 def run_magic(magics, args, cell: str):
+    from ..chat import conversation
     from ..client import client_for
     from ..display import show_notice
     from . import as_index, ground
@@ -38,8 +39,9 @@ def run_magic(magics, args, cell: str):
         index = as_index(context)
         for warning in index.warnings:
             show_notice(f"nb_model: {warning}")
+        history = conversation(magics.shell, args.chat).messages() if args.chat else None
         prompt, passages = ground(client, question, index, k=args.k, system=args.system or magics.system,
-                                  max_tokens=magics.params(args)["max_tokens"])
+                                  max_tokens=magics.params(args)["max_tokens"], history=history)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     args.no_interpolate = True  # the question was filled already; passages are sent as written

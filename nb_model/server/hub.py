@@ -37,7 +37,6 @@ __all__ = ["Limits", "RelayService", "ServiceConfig", "main", "make_app"]
 
 log = logging.getLogger("nb_model.relay")
 
-MAX_BODY = 4 << 20  # bytes of a request body: far above a 16K-token context, far below tornado's 100 MB default
 
 
 class _Handler(web.RequestHandler):
@@ -93,10 +92,40 @@ class _Handler(web.RequestHandler):
             self.passthrough.client_gone = True
 
 
+def _too_large(limit: int) -> RelayError:
+    return RelayError(413, f"nb_model relay: the request is larger than this service takes ({limit:,} bytes, "
+                                "[relay] max_body_bytes): shorten the prompt")
+
+
+@web.stream_request_body
 class RelayHandler(_Handler):
-    """``POST relay/<profile>/<path>``: the profile's upstream, with its key, within the caller's limits."""
+    """``POST relay/<profile>/<path>``: the profile's upstream, with its key, within the caller's limits.
+
+    The body is taken as it arrives, at most ``[relay] max_body_bytes`` (413 from the Content-Length before
+    reading; a chunked body that passes it has its connection dropped), and is parsed and measured in a thread: a large
+    body never stalls the service's other callers."""
+
+    _body: bytearray | None = None
+
+    def prepare(self) -> None:
+        self.caller()  # refused callers are answered before their body is read
+        limit = self.service.config.max_body
+        try:
+            declared = int(self.request.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise RelayError(400, "nb_model relay: the Content-Length header is not a number") from None
+        if declared > limit:
+            raise _too_large(limit)
+        self.request.connection.set_max_body_size(limit)
+        self._body = bytearray()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:  # tornado itself drops a chunked body that passes the limit
+            self._body += chunk
 
     async def post(self, name: str, path: str) -> None:
+        if self._body is None:  # answered already (413)
+            return
         caller, service = self.caller(), self.service
         quotas = service.quotas(service.config.limits_for(caller.name, list(caller.groups)))
         price = service.price(name) if name in service.relay.routes else 0.0
@@ -104,9 +133,10 @@ class RelayHandler(_Handler):
         def settle(reservation, tokens: int) -> None:
             service.settle(quotas, reservation, tokens, tokens * price / 1e6)
 
-        await relay_request(self, service.relay, name, path, self.request.body, user=caller.name, quotas=quotas,
+        await relay_request(self, service.relay, name, path, bytes(self._body), user=caller.name, quotas=quotas,
                             run=service.run, settle=settle, log=log, serves="this service",
-                            insecure_fix="use https or set allow_insecure_upstream in [relay]")
+                            insecure_fix="use https or set allow_insecure_upstream in [relay]",
+                            track=lambda settlement: service.track(caller.name, settlement))
 
 
 class MeHandler(_Handler):
@@ -114,6 +144,7 @@ class MeHandler(_Handler):
 
     async def get(self) -> None:
         caller = self.caller()
+        await self.service.settled(caller.name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(await self.service.run(self.service.me, caller)))
 
@@ -123,6 +154,7 @@ class UsageHandler(_Handler):
 
     async def get(self) -> None:
         caller = self.caller()
+        await self.service.settled(None if self.service.is_teacher(caller) else caller.name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(await self.service.run(self.service.usage, caller)))
 
@@ -137,6 +169,7 @@ class PageHandler(_Handler):
                 self.redirect(self.get_login_url())  # Hub OAuth: log in, come back
                 return
             raise RelayError(401 if not self._bearer() else 403, self._denied())
+        await self.service.settled(None if self.service.is_teacher(caller) else caller.name)
         data = await self.service.run(self.service.usage, caller)
         self.finish(render_page(data, caller, self.service))
 
@@ -225,7 +258,8 @@ def main(config_path: str, host: str | None = None, port: int | None = None) -> 
     secrets = service.relay.secrets
     redact.install(log, lambda: [*secrets(), os.environ.get("JUPYTERHUB_API_TOKEN", "")])
     app = make_app(service)
-    server = app.listen(port, host, xheaders=False, max_body_size=MAX_BODY)
+    # tornado's own cap sits above ours, so callers past ours get our 413 line, not a dropped connection
+    server = app.listen(port, host, xheaders=False, max_body_size=config.max_body + (64 << 10))
     service.relay.start()
     names = ", ".join(sorted(service.relay.routes))
     log.info("serving profiles %s at http://%s:%s%s (%s)", names, host, port, prefix,

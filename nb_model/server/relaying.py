@@ -68,9 +68,10 @@ def route(relay: NbModelRelay, name: str, path: str, *, serves: str,
 async def relay_request(handler: web.RequestHandler, relay: NbModelRelay, name: str, path: str, raw: bytes, *,
                         user: str, quotas: Quotas, run: Callable[..., Awaitable[Any]],
                         settle: Callable[[Reservation, int], None], log: logging.Logger, serves: str,
-                        insecure_fix: str) -> None:
+                        insecure_fix: str, track: Callable[[asyncio.Future], None] | None = None) -> None:
     """Serve one `POST relay/<name>/<path>` for `user` within `quotas`; `run(func, *args)` runs a counter
-    call off the event loop (in order with the others), `settle(reservation, tokens)` books what was used."""
+    call off the event loop (in order with the others), `settle(reservation, tokens)` books what was used,
+    `track(settlement)` is told of the settlement as the reply ends (so a later look at the counts waits)."""
     profile, url, protocol, key = route(relay, name, path, serves=serves, insecure_fix=insecure_fix)
     loop = asyncio.get_running_loop()
     try:  # parsing and measuring a large body: off the event loop
@@ -83,16 +84,25 @@ async def relay_request(handler: web.RequestHandler, relay: NbModelRelay, name: 
     except QuotaExceeded as exc:
         raise RelayError(429, f"nb_model relay: {exc}", retry_after_header(exc.retry_after)) from None
     meter = UsageMeter(protocol, body)
-    start, tokens = time.monotonic(), 0
+    start, reply = time.monotonic(), None
+
+    async def settlement() -> int:  # counting a long prompt takes a while: then in a thread, not on the loop
+        counted = reply is not None and reply.streaming
+        tokens = 0 if not counted else meter.tokens() if len(body) < BIG_BODY else \
+            await loop.run_in_executor(None, meter.tokens)
+        await run(settle, reservation, tokens)
+        return tokens
+
     try:
         reply = await forward(handler, url, key, connect_timeout=relay.connect_timeout,
                               request_timeout=relay.request_timeout, body=body, allow_headers=PASS_REQUEST,
                               on_start=lambda status, ctype: meter.start(ctype), on_chunk=meter.feed)
-        tokens = (0 if not reply.streaming else meter.tokens() if len(body) < BIG_BODY
-                  else await loop.run_in_executor(None, meter.tokens))
     except UpstreamFailed as exc:
         raise RelayError(exc.status, f"nb_model relay: the upstream {exc}") from None
-    finally:  # the reservation becomes the real count (0 if nothing came back)
-        await run(settle, reservation, tokens)
+    finally:  # the reservation becomes the real count (0 if nothing came back), tracked in this same tick
+        settling = asyncio.ensure_future(settlement())
+        if track is not None:
+            track(settling)
+        tokens = await settling
     log.info("nb_model relay: %s %s/%s -> %s %d, %d tokens, %.2f s%s", user, name, path.strip("/"), protocol,
              reply.status, tokens, time.monotonic() - start, " (caller left)" if reply.client_gone else "")

@@ -20,9 +20,10 @@ from .quotas import Quotas, seconds_to_midnight, utc_day
 from .relay import NbModelRelay
 
 RELAY_SETTINGS = {"db", "redis_url", "teacher_groups", "allow_insecure_upstream", "connect_timeout",
-                  "request_timeout", "sandbox"}
+                  "request_timeout", "sandbox", "max_body_bytes"}
 LIMIT_SETTINGS = {"qps", "tokens_per_day"}
 USER_SETTINGS = {"token_sha256", "groups"}
+MAX_BODY = 1 << 20  # default bytes of a request body: far above a 16K-token context in any language
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class ServiceConfig:
         self.relay = relay
         self.db = os.path.expanduser(relay.get("db") or _default_db())
         self.teacher_groups = set(relay.get("teacher_groups", ["staff"]))
+        self.max_body = relay.get("max_body_bytes", MAX_BODY)
+        if isinstance(self.max_body, bool) or not isinstance(self.max_body, int) or self.max_body < 1024:
+            raise ConfigError(f"{path}: [relay] max_body_bytes must be an integer >= 1024")
         self.profiles = data.get("profiles", {})
         if not self.profiles or not isinstance(self.profiles, dict):
             raise ConfigError(f"{path}: no [profiles.NAME] table: name at least one upstream "
@@ -193,6 +197,19 @@ class RelayService:
         # request (the kernel's "what is left" after its reply) reads it
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="nb-model-relay-db")
         self._quotas: dict[Limits, Quotas] = {}
+        self._pending: dict[str, set[asyncio.Future]] = {}  # settlements under way, per user
+
+    def track(self, user: str, settlement: asyncio.Future) -> None:
+        """A reply's settlement, awaited by any look at the counts that comes after the reply."""
+        mine = self._pending.setdefault(user, set())
+        mine.add(settlement)
+        settlement.add_done_callback(lambda f: mine.discard(f))
+
+    async def settled(self, user: str | None = None) -> None:
+        """Wait for the settlements under way (the user's, or everybody's)."""
+        waiting = [f for name, futures in self._pending.items() if user in (None, name) for f in futures]
+        if waiting:
+            await asyncio.wait(waiting)
 
     def quotas(self, limits: Limits) -> Quotas:
         """The counters' policy for these limits (one store for everybody: counts are per user)."""

@@ -20,10 +20,11 @@ from __future__ import annotations
 from .toolset import Tool, as_tool, from_names, tool, toolset
 
 
-def run_tools(prompt: str, tools, **kw):
-    """See `loop.run_tools`."""
-    from .loop import run_tools as run
-    return run(prompt, tools, **kw)
+def run_tools(prompt: str, tools, *, profile: str | None = None, model: str | None = None, **kw):
+    """`nb_model.generate(prompt, tools=tools, ...)`: the exchange with the profile's client (see
+    `loop.run_tools` for the options)."""
+    from .. import generate
+    return generate(prompt, profile=profile, model=model, tools=tools, **kw)
 
 
 __all__ = ["Tool", "as_tool", "from_names", "run_tools", "tool", "toolset"]

@@ -67,8 +67,9 @@ def as_tool(obj: Any, label: str | None = None) -> Tool:
     if isinstance(obj, Tool):
         return obj
     if not callable(obj) or isinstance(obj, type):
-        what = label or repr(obj)[:40]
-        raise ConfigError(f"{what} is a {type(obj).__name__}, not a function: --tools takes names of "
+        what, kind = label or repr(obj)[:40], type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise ConfigError(f"{what} is {article} {kind}, not a function: --tools takes names of "
                           "functions defined in the notebook")
     options = getattr(obj, ATTR, None) or {}
     schema = function_schema(obj, **options)

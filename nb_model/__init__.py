@@ -91,12 +91,20 @@ def __getattr__(name: str):
 
 
 def load_ipython_extension(ipython) -> None:
-    """`%load_ext nb_model`: register %%generate / %generate; notices show as muted lines in the notebook."""
-    from .display import show_notice
+    """`%load_ext nb_model`: register %%generate / %generate; notices show in the notebook."""
+    from .kernel import install
     from .magics import register
-    from .notices import set_notice_handler
     register(ipython)
-    set_notice_handler(show_notice)
+    install()
+
+
+def _install_kernel_handlers() -> None:
+    """Notices, progress lines and the session name go through IPython when there is a shell (nb_model.kernel)."""
+    from .kernel import install
+    install()
+
+
+_install_kernel_handlers()
 
 
 def _jupyter_server_extension_points():

@@ -599,7 +599,7 @@ def run_magic(magics, args, cell: str) -> None:
     """`%%generate --over VAR`: the cell's template once per item; a compact table; results in --out."""
     from IPython.core.error import UsageError
 
-    from .cache_magic import _table
+    from .commands import _table
 
     ns = magics.shell.user_ns
     if args.over not in ns:

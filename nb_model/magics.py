@@ -21,10 +21,10 @@ SUBCOMMANDS = {
     "profiles": "nb_model.magics:cmd_profiles",
     "help": "nb_model.magics:cmd_help",
     "panel": "nb_model.panel:cmd_panel",
-    "cache": "nb_model.cache_magic:cmd_cache",
-    "history": "nb_model.cache_magic:cmd_history",
-    "usage": "nb_model.cache_magic:cmd_usage",
-    "chat": "nb_model.chat:cmd_chat",
+    "cache": "nb_model.commands:cmd_cache",
+    "history": "nb_model.commands:cmd_history",
+    "usage": "nb_model.commands:cmd_usage",
+    "chat": "nb_model.commands:cmd_chat",
 }
 
 
@@ -178,8 +178,8 @@ class NbModel(Magics):
         from .display import LiveOutput, show_footer, show_notice
 
         fmt = args.format or self.format
-        chat = conversation(self.shell, args.chat) if args.chat else None
         try:
+            chat = conversation(self.shell, args.chat) if args.chat else None
             prompt = self.prompt(args, cell)
             client = client_for(args.profile or self.profile, model=args.model or self.model)
             stream = client.stream(prompt, system=args.system or self.system,

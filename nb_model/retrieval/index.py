@@ -14,13 +14,13 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
+from ..notices import progress_line
 from . import text as textmod
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".py")
@@ -117,20 +117,10 @@ def _cache_file(root: Path, budget: int) -> Path | None:
 
 def _default_progress() -> Callable[[int, int], None]:
     """A line 'indexing 120/400 files' that updates in place (a display in a notebook, stderr elsewhere)."""
-    state: dict[str, Any] = {}
+    line = progress_line()
 
     def show(done: int, total: int) -> None:
-        line = f"nb_model: indexing {done}/{total} files" + (" — done" if done == total else "…")
-        from ..display import in_kernel
-        if in_kernel():
-            from IPython.display import display
-            bundle = {"text/plain": line}
-            if "handle" not in state:
-                state["handle"] = display(bundle, raw=True, display_id=True)
-            else:
-                state["handle"].update(bundle, raw=True)
-        else:
-            print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+        line(f"nb_model: indexing {done}/{total} files" + (" — done" if done == total else "…"), done == total)
     return show
 
 

@@ -22,8 +22,8 @@ def run_magic(magics, args, cell: str):
     if args.tool_timeout is not None and args.tool_timeout <= 0:
         raise UsageError(f"--tool-timeout must be a positive number of seconds, got {args.tool_timeout:g}")
     fmt = args.format or magics.format
-    chat = conversation(magics.shell, args.chat) if args.chat else None
     try:
+        chat = conversation(magics.shell, args.chat) if args.chat else None
         tools = from_names(args.tools, magics.shell.user_ns)
         prompt = magics.prompt(args, cell)
         client = client_for(args.profile or magics.profile, model=args.model or magics.model)

@@ -1,4 +1,4 @@
-"""`%generate cache …`, `%generate history [N]` and `%generate usage`."""
+"""The line magic's subcommands: `%generate cache …`, `history [N]`, `usage` and `chat …`."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ from IPython.core.error import UsageError
 
 from . import textwidth
 from .cache import location, router
+from .chat import DEFAULT, conversations
 from .config import redact_url
 
 CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
@@ -181,3 +182,31 @@ def cmd_usage(magics, words: list[str]) -> None:
         print(line)
     if any(t.get("estimated") for _, t in scopes):
         print("~: includes token counts estimated by nb_model (the server reported no usage)")
+
+
+def cmd_chat(magics, words: list[str]) -> None:
+    """Conversations of %%generate --chat: chat [list] | show [NAME] | reset [NAME]."""
+    sub, rest = (words[0], words[1:]) if words else ("list", [])
+    if len(rest) > 1 or sub not in ("list", "show", "reset"):
+        raise UsageError("use %generate chat list | show [NAME] | reset [NAME]")
+    chats = conversations(magics.shell)
+    if sub == "list":
+        if not chats:
+            print("no conversations yet: start one with %%generate --chat [NAME]")
+        for chat in chats.values():
+            print(f"{chat.name}: {len(chat.turns) // 2} turns")
+        return
+    name = rest[0] if rest else DEFAULT
+    chat = chats.get(name)
+    if chat is None:
+        known = f"chats: {', '.join(chats)}" if chats else "no chats yet: start one with %%generate --chat [NAME]"
+        raise UsageError(f"there is no chat named {name!r} ({known})")
+    if sub == "reset":
+        chat.reset()
+        print(f"chat {name!r} reset")
+        return
+    if not chat.turns:
+        print(f"chat {name!r} is empty")
+        return
+    for m in chat.turns:
+        print(f"[{m['role']}] {m['content']}")

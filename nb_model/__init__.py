@@ -38,9 +38,8 @@ def generate(prompt: str, *, profile: str | None = None, model: str | None = Non
         from .errors import ConfigError
         raise ConfigError("use either tools= or context=, not both")
     if tools is not None:
-        from .tools.loop import run_tools
-        params.setdefault("stream", False)
-        return run_tools(_client(profile, model), prompt, tools, **params)
+        from .tools import run_tools
+        return run_tools(prompt, tools, profile=profile, model=model, **params)
     if context is not None or k is not None:
         if context is None:
             from .errors import ConfigError

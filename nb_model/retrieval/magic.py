@@ -28,7 +28,9 @@ def run_magic(magics, args, cell: str):
     from ..client import client_for
     from ..display import show_notice
     from . import as_index, ground
-    from .prompt import show_citations
+    from IPython.display import display
+
+    from .prompt import citations_bundle
 
     if args.compare is not None or args.over:
         raise UsageError("--context cannot be combined with --compare or --over")
@@ -50,4 +52,4 @@ def run_magic(magics, args, cell: str):
     gen = magics.last_generation
     if gen is not None:
         gen.passages = passages
-        show_citations(gen.text, passages)
+        display(citations_bundle(gen.text, passages), raw=True)

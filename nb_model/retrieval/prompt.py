@@ -1,4 +1,4 @@
-"""The grounded prompt (numbered passages + question) within a context window, and the citations display.
+"""The grounded prompt (numbered passages + question) within a context window, and the citations bundle the magic shows.
 
 The prompt is plain text, so it works the same on every protocol (the seed API's `prompt`, an OpenAI
 user message or completion prompt); it becomes the request's prompt, so the cache key holds the
@@ -101,8 +101,3 @@ def citations_bundle(answer: str, passages: list[Passage]) -> dict | None:
         plain.append(warn)
         rich.append(f'<div style="color:#b36b00;font-size:85%">{html.escape(warn)}</div>')
     return {"text/plain": "\n".join(plain), "text/html": "".join(rich)}
-
-
-def show_citations(answer: str, passages: list[Passage]) -> None:
-    from IPython.display import display
-    display(citations_bundle(answer, passages), raw=True)

@@ -23,8 +23,10 @@ from .toolset import Tool, as_tool, from_names, tool, toolset
 def run_tools(prompt: str, tools, *, profile: str | None = None, model: str | None = None, **kw):
     """`nb_model.generate(prompt, tools=tools, ...)`: the exchange with the profile's client (see
     `loop.run_tools` for the options)."""
-    from .. import generate
-    return generate(prompt, profile=profile, model=model, tools=tools, **kw)
+    from ..client import client_for
+    from .loop import run_tools as run
+    kw.setdefault("stream", False)
+    return run(client_for(profile, model=model), prompt, tools, **kw)
 
 
 __all__ = ["Tool", "as_tool", "from_names", "run_tools", "tool", "toolset"]

@@ -185,7 +185,8 @@ class Index:
             raise ConfigError(f"the context ({self.source_label}) holds no text to search")
         return terms
 
-    def _from_path(self, path: Path, use_cache: bool, progress) -> list[list[str]]:
+    def _documents(self, path: Path) -> tuple[Path, Path, list[Path]]:
+        """(absolute path, root the files are named from, the readable files) of a file or folder."""
         if not path.exists():
             raise ConfigError(f"context: no such file or folder: {os.fspath(path)!r}")
         self.source_label = os.fspath(path)  # as the user wrote it (outputs stay the same on any machine)
@@ -199,6 +200,35 @@ class Index:
             root, files = path, sorted(self._walk(path))
         if not files:
             raise ConfigError(f"context: no documents in {os.fspath(path)!r} (looked for {' '.join(SUFFIXES)})")
+        return path, root, files
+
+    def _entry(self, file: Path, rel: str, cached: dict) -> dict | str | None:
+        """The file's passages and terms (from the cache file while size and mtime match, else read now);
+        "no-pdf" when reading it needs pypdf, None when it cannot be read (a warning says why)."""
+        try:
+            st = file.stat()
+        except OSError as exc:
+            self._skip(rel, exc.strerror or type(exc).__name__)
+            return None
+        entry = cached.get(rel)
+        if (isinstance(entry, dict) and entry.get("size") == st.st_size
+                and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("passages"), list)
+                and isinstance(entry.get("terms"), list)):
+            self.stats["reused"] += 1
+            return entry
+        try:
+            pieces = _pieces(file, self.chunk_tokens)
+        except ImportError:
+            return "no-pdf"
+        except (_Unreadable, OSError) as exc:
+            self._skip(rel, getattr(exc, "strerror", None) or str(exc))
+            return None
+        self.stats["read"] += 1
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "passages": pieces,
+                "terms": [textmod.words(t) for t, _ in pieces]}
+
+    def _from_path(self, path: Path, use_cache: bool, progress) -> list[list[str]]:
+        path, root, files = self._documents(path)
         memo_key = (os.fspath(path), self.chunk_tokens, self._fingerprint(root, files))
         remembered = _MEMORY.get(memo_key[:2]) if use_cache else None
         if remembered is not None and remembered[0] == memo_key[2]:  # nothing changed since the last build here
@@ -216,28 +246,10 @@ class Index:
         terms: list[list[str]] = []
         for n, file in enumerate(files, 1):
             rel = file.relative_to(root).as_posix()
-            try:
-                st = file.stat()
-            except OSError as exc:
-                self._skip(rel, exc.strerror or type(exc).__name__)
+            entry = self._entry(file, rel, cached)
+            if not isinstance(entry, dict):
+                pdf_missing += entry == "no-pdf"
                 continue
-            entry = cached.get(rel)
-            if (isinstance(entry, dict) and entry.get("size") == st.st_size
-                    and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("passages"), list)
-                    and isinstance(entry.get("terms"), list)):
-                self.stats["reused"] += 1
-            else:
-                try:
-                    pieces = _pieces(file, self.chunk_tokens)
-                except ImportError:
-                    pdf_missing += 1
-                    continue
-                except (_Unreadable, OSError) as exc:
-                    self._skip(rel, getattr(exc, "strerror", None) or str(exc))
-                    continue
-                entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "passages": pieces,
-                         "terms": [textmod.words(t) for t, _ in pieces]}
-                self.stats["read"] += 1
             fresh[rel] = entry
             self.stats["files"] += 1
             for (chunk, loc), t in zip(entry["passages"], entry["terms"]):

@@ -89,3 +89,9 @@ def test_the_cycle_check_sees_a_cycle():
     assert cycles(graph) == [["p.a", "p.b", "p.c"]]
     graph.remove_import(importer="p.c", imported="p.a")
     assert cycles(graph) == []
+
+
+def test_nothing_inside_imports_the_package_root():
+    """`nb_model/__init__.py` is the public API on top of everything: no module of nb_model imports it."""
+    graph = grimp.build_graph("nb_model", include_external_packages=False, exclude_type_checking_imports=True)
+    assert not graph.find_modules_that_directly_import("nb_model")

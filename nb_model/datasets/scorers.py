@@ -169,6 +169,10 @@ class Judge(Scorer):
         items = [{"output": o, "data": json.dumps({k: str(v) for k, v in row.items()}, ensure_ascii=False),
                   "rubric": self.rubric, "low": self.low, "high": self.high} for o, row in zip(outputs, rows)]
         kw = {k: v for k, v in context.items() if k in ("max_workers", "cache", "progress", "pack")}
+        if kw.get("pack") not in (None, "auto") and self.params.get("structured", "auto") == "auto":
+            from ..client import client_for
+            if client_for(self.profile, model=self.model).profile.protocol == "openai":
+                kw["pack"] = None  # the judge answers through response_format, one grade per request
         df = extract(items, self.schema(), template=self.template, profile=self.profile, model=self.model,
                      **{**kw, **self.params})
         info = df.attrs["nb_model"]

@@ -407,3 +407,15 @@ def test_loading_the_extension_imports_no_dataset_library():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
+
+
+def test_a_judge_behind_response_format_grades_one_row_per_request_when_the_variants_pack(use_endpoint):
+    from nb_model.sandbox import SandboxServer
+    with SandboxServer(port=0, qps=0) as server:
+        use_endpoint(server, protocol="openai")
+        data = labelled(6)
+        grader = judge("The answer names the review's sentiment")
+        ev = evaluate(["Answer with one word: positive, negative or neutral. {review}"], data, score=grader,
+                      cache="off", progress=False, pack=3)
+        assert ev.rows["score"].notna().all() and grader.tokens > 0
+        assert settled(server, 8)["requests"] == 2 + 6  # the answers in 2 packs, the grades one by one

@@ -223,6 +223,10 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     rows, keys = _rows(data)
     scorer = parse_score(score, schema)
     columns = sorted({k for r in rows for k in r})
+    missing = [c for c in scorer.columns if c not in columns]
+    if missing:  # said before any request is sent
+        raise ConfigError(f"score {scorer.name}: the data has no column {missing[0]!r} (columns: "
+                          f"{', '.join(map(str, columns))})")
     named = _variants(variants, references(template or "") + columns)
     params.setdefault("seed", 0)
     context = {"max_workers": max_workers, "cache": cache, "progress": progress, "pack": pack}

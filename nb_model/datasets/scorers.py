@@ -33,6 +33,7 @@ class Scorer:
 
     name = "score"
     bounds: tuple[float, float] | None = None  # the range of the scores, when known (the interval is clipped)
+    columns: tuple[str, ...] = ()  # the data's columns the scorer reads (checked before anything is sent)
 
     def __init__(self) -> None:
         self.cost_usd = 0.0
@@ -92,8 +93,11 @@ def parse_score(spec: Any, schema: Any = None) -> Scorer:
     if kind in ("exact", "contains") and arg.strip():
         col = arg.strip()
         if kind == "exact":
-            return _PerItem(spec, lambda out, row: _norm(out) == _norm(_column(row, col, spec)), UNIT)
-        return _PerItem(spec, lambda out, row: _norm(_column(row, col, spec)) in _norm(out), UNIT)
+            scorer = _PerItem(spec, lambda out, row: _norm(out) == _norm(_column(row, col, spec)), UNIT)
+        else:
+            scorer = _PerItem(spec, lambda out, row: _norm(_column(row, col, spec)) in _norm(out), UNIT)
+        scorer.columns = (col,)
+        return scorer
     if kind == "regex" and arg:
         try:
             pattern = re.compile(arg)

@@ -270,6 +270,9 @@ def test_bad_inputs_are_one_line(sandbox, use_endpoint):
         evaluate(["{item}"], ["a"], score="exactly:label", progress=False)
     with pytest.raises(ConfigError, match="no column 'label'"):
         evaluate(["{item}"], [{"item": "a"}], score="exact:label", progress=False)
+    with pytest.raises(ConfigError, match="no column 'answer'"):
+        evaluate("temperature=0,1", [{"item": "a"}], template="{item}", score="contains:answer", progress=False)
+    assert settled(sandbox, 0)["requests"] == 0  # said before anything is sent
     with pytest.raises(ConfigError, match="not texts"):
         extract([{"a": 1}], FIELDS, progress=False)
     assert nb_model.extract is extract and nb_model.evaluate is evaluate

@@ -25,6 +25,14 @@ def run_magic(magics, args, cell: str) -> None:
                 system=args.system or magics.system, cache=args.cache,
                 **{k: v for k, v in magics.params(args).items() if v is not None})
     template = cell.strip("\n")
+    pack = getattr(args, "pack", None)
+    if pack is not None and pack != "auto":
+        try:
+            pack = int(pack)
+        except ValueError:
+            raise UsageError(f"--pack takes a number of prompts per request or auto, got {pack!r}") from None
+    if pack is not None and not args.over:
+        raise UsageError("--pack packs the rows of --over VAR into requests: add --over VAR or drop --pack")
     try:
         from .schema import parse_spec
         schema = parse_spec(args.schema, ns) if args.schema else None
@@ -35,12 +43,12 @@ def run_magic(magics, args, cell: str) -> None:
                                                                                   "length"):
                 score = ns[score]  # a scorer function of the notebook
             result = evaluate(args.compare, ns[args.over], score, template=template or None, schema=schema,
-                              namespace=ns, max_workers=args.workers, **call)
+                              namespace=ns, max_workers=args.workers, pack=pack, **call)
             display(result)
         elif args.over:
             from .extract import extract
             result = extract(ns[args.over], schema, template=template, namespace=ns, max_workers=args.workers,
-                             **call)
+                             pack=pack, **call)
             display(result)
             info = result.attrs["nb_model"]
             replay = f" · {info['cached']} of {info['calls']} calls from the cache (free)" if info["cached"] else ""

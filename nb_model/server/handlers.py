@@ -20,7 +20,7 @@ from tornado.web import stream_request_body
 
 from .proxy import PASS_REQUEST, PASS_SANDBOX, UpstreamFailed, forward
 from .relay import NbModelRelay
-from .relaying import RelayError, error_kind, error_message, relay_request
+from .relaying import RelayError, json_error, relay_request
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
@@ -73,10 +73,7 @@ class _Base(APIHandler):
         return getattr(user, "username", None) or self.relay.token_user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        message, headers = error_message(kwargs.get("exc_info", (None, None))[1], self._reason)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        self.finish(json.dumps({"error": {"message": message, "type": error_kind(status_code)}}))
+        self.finish(json_error(self, status_code, kwargs.get("exc_info")))
 
     def on_connection_close(self) -> None:
         if self.passthrough is not None:

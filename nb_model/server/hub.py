@@ -30,7 +30,7 @@ from typing import Any
 
 from tornado import web
 
-from .relaying import RelayError, error_kind, error_message, relay_request
+from .relaying import RelayError, json_error, relay_request
 from .service import Caller, Limits, RelayService, ServiceConfig, caller_for_token
 
 __all__ = ["Limits", "RelayService", "ServiceConfig", "main", "make_app"]
@@ -81,11 +81,9 @@ class _Handler(web.RequestHandler):
         return super().finish(chunk)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        message, headers = error_message(kwargs.get("exc_info", (None, None))[1], self._reason)
-        for name, value in headers.items():
-            self.set_header(name, value)
+        body = json_error(self, status_code, kwargs.get("exc_info"))
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"message": message, "type": error_kind(status_code)}}))
+        self.finish(body)
 
     def on_connection_close(self) -> None:
         if self.passthrough is not None:

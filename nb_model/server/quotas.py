@@ -49,14 +49,20 @@ def seconds_to_midnight(now: float) -> float:
     return (midnight - moment).total_seconds()
 
 
+def open_sqlite(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path` (its folder made if needed) that several threads may share
+    under a lock, in autocommit mode (transactions are explicit), waiting up to 10 s for other writers."""
+    if path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+
+
 class SQLiteCounters:
     """Counters in one SQLite file; safe for several threads and processes."""
 
     def __init__(self, path: str):
         self.path = path
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db = open_sqlite(path)
         self._lock = threading.Lock()
         with self._lock:
             self._db.executescript(

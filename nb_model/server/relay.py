@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .. import protocols
+from ..protocols import adapter
 from ..tokens import estimate_tokens
 from ..errors import ConfigError
 from ..config.env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
@@ -120,7 +120,7 @@ class RelayProfile:
         protocol = PATH_PROTOCOL.get(path.strip("/"))
         if protocol is None or FAMILY[protocol] != FAMILY[self.protocol]:
             return None
-        return protocols.adapter(protocol).url_for(self), protocol
+        return adapter(protocol).url_for(self), protocol
 
     def plain_http_remote(self) -> bool:
         """True for an http:// endpoint off this machine (a key would cross the network in clear)."""

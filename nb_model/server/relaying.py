@@ -7,6 +7,7 @@ the reply really used.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -36,13 +37,19 @@ def error_kind(status: int) -> str:
     return ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
-def error_message(exc: BaseException | None, reason: str) -> tuple[str, dict[str, str]]:
-    """(message, extra headers) of the exception a handler's `write_error` got."""
+def json_error(handler: web.RequestHandler, status_code: int, exc_info) -> str:
+    """For a handler's `write_error`: sets the error's extra headers (e.g. Retry-After) and returns the body,
+    ``{"error": {"message", "type"}}`` in the APIs' own shape."""
+    exc = (exc_info or (None, None))[1]
     if isinstance(exc, RelayError):
-        return exc.message, exc.headers
-    if isinstance(exc, web.HTTPError) and exc.log_message:
-        return exc.log_message % exc.args, {}
-    return reason, {}
+        message, headers = exc.message, exc.headers
+    elif isinstance(exc, web.HTTPError) and exc.log_message:
+        message, headers = exc.log_message % exc.args, {}
+    else:
+        message, headers = handler._reason, {}
+    for name, value in headers.items():
+        handler.set_header(name, value)
+    return json.dumps({"error": {"message": message, "type": error_kind(status_code)}})
 
 
 def route(relay: NbModelRelay, name: str, path: str, *, serves: str,

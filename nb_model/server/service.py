@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import os
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ConfigError
-from .quotas import Quotas, seconds_to_midnight, utc_day
+from .quotas import Quotas, open_sqlite, seconds_to_midnight, utc_day
 from .relay import NbModelRelay
 
 RELAY_SETTINGS = {"db", "redis_url", "teacher_groups", "allow_insecure_upstream", "connect_timeout",
@@ -129,9 +128,7 @@ class Ledger:
     """Requests, tokens, cost and last activity per user and UTC day, for the teacher's page (SQLite)."""
 
     def __init__(self, path: str):
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db = open_sqlite(path)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("CREATE TABLE IF NOT EXISTS activity (user TEXT NOT NULL, day TEXT NOT NULL, "

@@ -8,16 +8,17 @@ ipywidgets is imported only when a panel is made.
 from __future__ import annotations
 
 import html
-
 import shlex
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import Job, error_html, one_line, parse_compare, run_jobs, start_jobs, stats_html, text_html
+from . import params as table
+from .compare import Job, one_line, parse_compare, run_jobs, start_jobs
+from .display.compare import error_html, stats_html, text_html
+from .display.frontend import MUTED
 from .errors import ConfigError
-from .frontend import MUTED
 
 MAX_UPDATES_PER_S = 20  # the panel's live widgets refresh at most this often
 
@@ -86,14 +87,17 @@ class Panel:
                  stream: bool = True, cache: bool = True, compare: str = "", shell=None) -> None:
         import ipywidgets as w
 
-        from .config import load_profiles, resolve_profile, validate_params
+        from .config import load_profiles, resolve_profile
 
         self._w = w
         self.shell = shell
         prof = resolve_profile(profile)
-        validate_params({"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens,
-                         "language": language}, prof)
-        if (top_p is not None and top_p < 0.05) or (top_k is not None and top_k > 1000):
+        given = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens,
+                 "language": language}
+        table.validate_params(given, prof)
+        outside = {k: v for k, v in given.items() if v is not None and table.BY_NAME[k].knob
+                   and not _fits(table.BY_NAME[k].knob, v, prof.max_tokens_cap)}
+        if outside:
             raise ConfigError(f"the panel's knobs take top_p from 0.05 and top_k up to 1000, got "
                               f"top_p={top_p}, top_k={top_k}")
         self.profiles = load_profiles()[0]
@@ -114,16 +118,9 @@ class Panel:
         self.language = w.Combobox(value=language or defaults.get("language") or "", options=LANGUAGES,
                                    placeholder="any", description="language", style=style,
                                    layout=w.Layout(width="200px"))
-        self.temperature = w.FloatSlider(value=_pick(temperature, defaults.get("temperature"), 0.7),
-                                         min=0, max=2, step=0.05, description="temperature", style=style)
-        self.top_p = w.FloatSlider(value=_pick(top_p, defaults.get("top_p"), 1.0), min=0.05, max=1, step=0.05,
-                                   description="top_p", style=style)
-        self.top_k = w.BoundedIntText(value=_pick(top_k, defaults.get("top_k"), 0), min=0, max=1000,
-                                      description="top_k", tooltip="0 = off", style=style,
-                                      layout=w.Layout(width="180px"))
-        self.max_tokens = w.IntSlider(value=min(_pick(max_tokens, defaults.get("max_tokens"), 256),
-                                                prof.max_tokens_cap),
-                                      min=1, max=prof.max_tokens_cap, description="max_tokens", style=style)
+        start = table.merge(given, defaults)  # the caller's values, else the profile's; else the knob's own
+        for name in ("temperature", "top_p", "top_k", "max_tokens"):
+            setattr(self, name, _knob(w, name, start[name], prof.max_tokens_cap, style))
         self.stream = w.Checkbox(value=stream, description="stream", indent=False, layout=w.Layout(width="90px"))
         self.cache = w.Checkbox(value=cache, description="cache", indent=False, layout=w.Layout(width="90px"))
         self.compare = w.Text(value=compare, description="compare", layout=wide, style=style,
@@ -198,13 +195,7 @@ class Panel:
     def cell_source(self, settings: dict[str, Any] | None = None) -> str:
         """A `%%generate` cell that reproduces these settings."""
         s = settings or self.settings()
-        opts = ["-p", s["profile"]]
-        opts += ["-m", s["model"]] if s["model"] else []
-        opts += ["-t", f"{s['temperature']:g}", "--top-p", f"{s['top_p']:g}"]
-        opts += ["--top-k", str(s["top_k"])] if s["top_k"] else []
-        opts += ["--max-tokens", str(s["max_tokens"])]
-        opts += ["--language", s["language"]] if s["language"] else []
-        opts += ["-s", s["system"]] if s["system"] else []
+        opts = table.cell_options(s)
         opts += [] if s["stream"] else ["--no-stream"]
         opts += [] if s["cache"] else ["--no-cache"]
         opts += ["--compare", s["compare"]] if s["compare"] else []
@@ -380,8 +371,22 @@ class Panel:
             self.show(change["new"])
 
 
-def _pick(*values):
-    return next(v for v in values if v is not None)
+def _fits(knob: table.Knob, value, cap: int) -> bool:
+    high = cap if knob.high is None else knob.high
+    return knob.low <= value <= high
+
+
+def _knob(w, name: str, value, cap: int, style: dict):
+    """The widget of a numeric setting, as the parameter table describes it (`value` None: its start)."""
+    knob = table.BY_NAME[name].knob
+    high = cap if knob.high is None else knob.high
+    value = min(knob.start if value is None else value, high)
+    options = dict(value=value, min=knob.low, max=high, description=name, style=style)
+    if knob.step is not None:
+        options["step"] = knob.step
+    if knob.widget == "BoundedIntText":  # a number box: 0 turns the setting off
+        options.update(tooltip="0 = off", layout=w.Layout(width="180px"))
+    return getattr(w, knob.widget)(**options)
 
 
 def _next_input_lands(shell) -> bool:
@@ -397,6 +402,7 @@ def _next_input_lands(shell) -> bool:
 
 def cmd_panel(magics, words: list[str]) -> Panel:
     """A prompt workbench (widgets): knobs, Generate/Stop, compare, history; words after it = prompt."""
-    defaults = {n: getattr(magics, n) for n in ("model", "temperature", "top_p", "top_k", "max_tokens",
-                                                  "language", "system")}
-    return Panel(" ".join(words), profile=magics.profile, stream=magics.stream, shell=magics.shell, **defaults)
+    configured = {n: getattr(magics, n) for n in table.TRAITS}
+    knobs = {n: configured[n] for n in ("model", "temperature", "top_p", "top_k", "max_tokens", "language", "system")}
+    return Panel(" ".join(words), profile=configured["profile"], stream=configured["stream"], shell=magics.shell,
+                 **knobs)

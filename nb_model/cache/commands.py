@@ -8,6 +8,7 @@ from IPython.core.error import UsageError
 
 from .. import textwidth
 from ..config import redact_url
+from ..display.table import table as _table
 from . import location, router
 
 CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
@@ -23,13 +24,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-def _table(rows: list[tuple]) -> None:
-    """Columns aligned by display width (a CJK character takes two columns)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(textwidth.width(r[i]) for r in cells) for i in range(len(cells[0]))]
-    print("\n".join("  ".join(textwidth.ljust(c, w) for c, w in zip(r, widths)).rstrip() for r in cells))
 
 
 def _count(words: list[str], default: int) -> int:

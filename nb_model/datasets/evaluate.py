@@ -12,9 +12,6 @@ sample standard deviation (n - 1) of the row scores; latencies are the p50 and p
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections import ChainMap
 from collections.abc import Mapping
@@ -108,22 +105,8 @@ class Evaluation:
 
     def table(self) -> str:
         """The summary as aligned text (latencies as 'N.NN s')."""
-        head = ["variant", "n", "score", "95% interval", "errors", "tokens", "cost", "p50", "p95"]
-        lines = []
-        for r in self.summary.to_dict("records"):
-            cost = r["cost_usd"] + r["judge_cost_usd"]
-            lines.append([r["variant"], str(r["n"]), _f(r["score"], 3),
-                          f"{_f(r['ci_low'], 3)} – {_f(r['ci_high'], 3)}", str(r["errors"]), str(r["tokens"]),
-                          f"${cost:.4f}", f"{_f(r['p50_latency_s'], 2)} s", f"{_f(r['p95_latency_s'], 2)} s"])
-        widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                      for i, (c, w) in enumerate(zip(cells, widths)))
-        judge = f" · judge cost included: ${self.summary['judge_cost_usd'].sum():.4f}" \
-            if self.summary["judge_cost_usd"].sum() else ""
-        cached = int(self.rows["cached"].sum())
-        replay = f" · {cached} of {len(self.rows)} calls from the cache (free)" if cached else ""
-        return "\n".join([fmt(head)] + [fmt(l) for l in lines] +
-                         [f"score: {self.scorer.name} · best: {self.best()}{judge}{replay}"])
+        from ..display.datasets import evaluation_text
+        return evaluation_text(self)
 
     def __repr__(self) -> str:
         return self.table()
@@ -133,42 +116,17 @@ class Evaluation:
 
     def chart_png(self) -> bytes | None:
         """Score (with its interval) against cost per variant, as PNG; None without matplotlib."""
-        try:  # the object API: no pyplot, the notebook's backend is left alone
-            from matplotlib.figure import Figure
-        except ImportError:
-            return None
-        fig = Figure(figsize=(5.2, 3.0), dpi=90)
-        ax = fig.add_subplot()
-        s = self.summary
-        cost = (s["cost_usd"] + s["judge_cost_usd"]).tolist()
-        for x, y, lo, hi, name in zip(cost, s["score"], s["ci_low"], s["ci_high"], s["variant"]):
-            err = [[y - lo], [hi - y]] if not (math.isnan(lo) or math.isnan(hi)) else None
-            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4)
-            ax.annotate(str(name)[:28], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xlabel("cost (USD)")
-        ax.set_ylabel(f"mean score ({self.scorer.name})"[:40])
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
-        return buf.getvalue()
+        from ..display.datasets import evaluation_chart_png
+        return evaluation_chart_png(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        table = html.escape(self.table())
-        return {"text/plain": self.table(), "text/html": f'<pre style="line-height:1.35">{table}</pre>'}
+        from ..display.datasets import evaluation_bundle
+        return evaluation_bundle(self)
 
     def _ipython_display_(self) -> None:
         """The summary table, then the chart (when matplotlib is installed) as a second output."""
-        from IPython.display import display
-        display(self._repr_mimebundle_(), raw=True)
-        png = self.chart_png()
-        if png is not None:
-            display({"image/png": base64.b64encode(png).decode(), "text/plain": "<chart: mean score against cost>"},
-                     raw=True)
-
-
-def _f(value: float, digits: int) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+        from ..display.datasets import show_evaluation
+        show_evaluation(self)
 
 
 def evaluate(variants, data, score="exact:label", *, template: str | None = None, schema: Any = None,

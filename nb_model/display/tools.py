@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 import json
 
-from .loop import View, signature
+from ..tools.loop import View, signature
+from .live import publish
 
 PREVIEW_CHARS = 100
 MARKS = {"ok": "🔧", "declined": "⊘", "timeout": "⏱", "interrupted": "⏹"}
@@ -56,6 +57,5 @@ class NotebookView(View):
         self.live.write(delta)
 
     def call_done(self, record: dict) -> None:
-        from ..display import _publish
         meta = {"nb_model": {"tool_call": {k: v for k, v in record.items() if k != "result"}}}
-        _publish(call_bundle(record), metadata=meta)
+        publish(call_bundle(record), metadata=meta)

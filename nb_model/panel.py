@@ -7,7 +7,6 @@ ipywidgets is imported only when a panel is made.
 """
 from __future__ import annotations
 
-import html
 import shlex
 import threading
 import time
@@ -16,8 +15,7 @@ from typing import Any
 
 from . import params as table
 from .compare import Job, one_line, parse_compare, run_jobs, start_jobs
-from .display.compare import error_html, stats_html, text_html
-from .display.frontend import MUTED
+from .display.compare import error_html, muted_html, stats_html, status_html, text_html
 from .errors import ConfigError
 
 MAX_UPDATES_PER_S = 20  # the panel's live widgets refresh at most this often
@@ -126,6 +124,18 @@ class Panel:
         self.compare = w.Text(value=compare, description="compare", layout=wide, style=style,
                               placeholder="2-4 variants side by side, e.g. temperature=0.2,0.8; top_p=0.5,1 "
                                           "or system=be brief|be playful or {name}=a|b")
+        self._actions(w, style)
+        self.widget = self._layout(w)
+        self.widget.add_class("nb-model-panel")
+        self.prompt.add_class("nb-model-prompt")
+        self.history: list[PanelRun] = []
+        self._jobs: list[Job] = []
+        self._columns: list[_Column] = []
+        self._thread: threading.Thread | None = None
+        self._quiet = False
+
+    def _actions(self, w, style: dict) -> None:
+        """The buttons, the history, the status line and the output area, wired to their actions."""
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear_button = w.Button(description="Clear", icon="eraser")
@@ -145,7 +155,9 @@ class Panel:
         self.profile.observe(self._profile_changed, names="value")
         self.history_select.observe(self._history_picked, names="value")
 
-        self.widget = w.VBox([
+    def _layout(self, w):
+        """The knobs above, the buttons below, then the output."""
+        return w.VBox([
             w.HBox([self.profile, self.model, self.language, self.stream, self.cache]),
             self.system, self.prompt,
             w.HBox([self.temperature, self.top_p]), w.HBox([self.max_tokens, self.top_k]),
@@ -154,13 +166,6 @@ class Panel:
                     self.history_select]),
             self.cell_text, self.status, self.output,
         ])
-        self.widget.add_class("nb-model-panel")
-        self.prompt.add_class("nb-model-prompt")
-        self.history: list[PanelRun] = []
-        self._jobs: list[Job] = []
-        self._columns: list[_Column] = []
-        self._thread: threading.Thread | None = None
-        self._quiet = False
 
     # -- display ----------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
@@ -224,7 +229,7 @@ class Panel:
         self._jobs = jobs
         self.cell_text.layout.display = "none"  # its text described the previous settings
         self._show_columns([j.label if s["compare"] else None for j in jobs])
-        self.status.value = f'<span style="color:{MUTED}">generating…</span>'
+        self.status.value = muted_html("generating…")
         self._set_running(True)
         self._thread = threading.Thread(target=self._drive, args=(jobs, s), name="nb_model panel", daemon=True)
         self._thread.start()
@@ -253,7 +258,7 @@ class Panel:
 
         From a click, the frontend extension inserts the cell (comm); a frontend without it closes
         the request unanswered and the text shows under the buttons instead."""
-        from .frontend import insert_cell
+        from .display.frontend import insert_cell
 
         text = self.cell_source()
         shell = self._shell()
@@ -264,7 +269,7 @@ class Panel:
 
         def inserted():
             self.cell_text.layout.display = "none"
-            self.status.value = f'<span style="color:{MUTED}">added a %%generate cell below</span>'
+            self.status.value = muted_html("added a %%generate cell below")
 
         if _next_input_lands(shell):
             shell.set_next_input(text, replace=False)
@@ -310,7 +315,7 @@ class Panel:
         return shell.user_ns if shell is not None else {}
 
     def _notice(self, message: str) -> None:
-        self.status.value = f'<span style="color:{MUTED}">{html.escape(message)}</span>'
+        self.status.value = muted_html(message)
 
     def _set_running(self, running: bool) -> None:
         self.generate_button.disabled = running
@@ -353,13 +358,7 @@ class Panel:
 
     @staticmethod
     def _status(run: PanelRun) -> str:
-        if not run.settings.get("compare"):
-            _, gen, _, error, cap = run.columns[0]
-            return stats_html(gen, cap=cap, error=error)
-        failed = [c for c in run.columns if c[3]]
-        slowest = max((c[1].latency_s or 0 for c in run.columns), default=0)
-        line = f'<div style="color:{MUTED};font-size:85%">{len(run.columns)} variants · {slowest:.2f} s</div>'
-        return line + (error_html(f"{len(failed)} failed: {failed[0][3]}") if failed else "")
+        return status_html(run.columns, compare=bool(run.settings.get("compare")))
 
     def _profile_changed(self, change) -> None:
         cap = self.profiles[change["new"]].max_tokens_cap

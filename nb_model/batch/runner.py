@@ -259,6 +259,30 @@ def generate_many(prompts, max_workers: int | None = None, *, template: str | No
 last_run: dict[str, Any] = {}  # figures of the last batch in this process (peak in flight, packs, pauses)
 
 
+def _plan(batch: _Batch, results: list, pack: int | str | None) -> deque:
+    """The jobs of a batch: ("one", index, None), or with `pack`, ("pack", indices, budget) for the short
+    prompts that fit together; items already in the cache go straight into `results`."""
+    prompts, profile = batch.prompts, batch.client.profile
+    todo = list(range(len(prompts)))
+    if pack in (None, 1):
+        return deque(("one", i, None) for i in todo)
+    packable = []
+    for i in todo:
+        hit = batch.cached(i)
+        if hit is not None:
+            hit.cached = True
+            results[i] = hit
+            packable.append(None)
+        else:
+            packable.append(prompts[i] if isinstance(prompts[i], str) else None)
+    budget = packing.item_budget(batch.call, profile.defaults)
+    groups = packing.plan(packable, pack, budget, profile.max_tokens_cap, profile.context_window)
+    grouped = {i for g in groups for i in g}
+    jobs = deque(("pack", g, budget) for g in groups)
+    jobs.extend(("one", i, None) for i in todo if i not in grouped and results[i] is None)
+    return jobs
+
+
 def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dict, *,
          pack: int | str | None = None, gate: Gate | None = None, max_retries: int | None = None) -> list:
     results: list[Generation | None] = [None] * len(prompts)
@@ -270,28 +294,10 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
     client.start_embedded()  # here, not in a worker thread: its one-line notice belongs to this cell
     from ..display.batch import end_progress, progress_bar
     bar = progress_bar(len(prompts), progress)
-    jobs: deque = deque()
-    todo = list(range(len(prompts)))
-    if pack not in (None, 1):
-        packable = []
-        for i in todo:
-            hit = batch.cached(i)
-            if hit is not None:
-                hit.cached = True
-                results[i] = hit
-                packable.append(None)
-            else:
-                packable.append(prompts[i] if isinstance(prompts[i], str) else None)
-        budget = packing.item_budget(call, client.profile.defaults)
-        groups = packing.plan(packable, pack, budget, client.profile.max_tokens_cap, client.profile.context_window)
-        grouped = {i for g in groups for i in g}
-        jobs.extend(("pack", g, budget) for g in groups)
-        jobs.extend(("one", i, None) for i in todo if i not in grouped and results[i] is None)
-        done_now = sum(r is not None for r in results)
-        if done_now:
-            bar.update(done_now)
-    else:
-        jobs.extend(("one", i, None) for i in todo)
+    jobs = _plan(batch, results, pack)
+    done_now = sum(r is not None for r in results)
+    if done_now:
+        bar.update(done_now)
     last_run.clear()
     last_run.update(packs=sum(j[0] == "pack" for j in jobs), unpacked=0)
     pool = ThreadPoolExecutor(max_workers=min(cap, len(jobs) or 1), thread_name_prefix="nb_model-batch")

@@ -8,7 +8,6 @@ from IPython.core.error import UsageError
 
 from .. import textwidth
 from ..config import redact_url
-from ..display.table import table as _table
 from . import location, router
 
 CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
@@ -24,6 +23,10 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def _table(rows: list[tuple]) -> None:
+    print(textwidth.table(rows))
 
 
 def _count(words: list[str], default: int) -> int:

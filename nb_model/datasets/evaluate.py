@@ -145,7 +145,7 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     import pandas as pd
 
     from ..batch import generate_many
-    from ..compare import SETTINGS, TEXTS
+    from ..params import SETTINGS, TEXTS
     from ..template import fill, references
 
     rows, keys = _rows(data)

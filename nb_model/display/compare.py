@@ -46,3 +46,20 @@ def table_bundle(jobs: list) -> tuple[dict, dict]:
     meta = {"nb_model": {"compare": [{"label": j.label, **{k: v for k, v in j.generation.to_dict().items()
                                                           if k != "text"}} for j in jobs]}}
     return {"text/html": table, "text/plain": "\n".join(plain)}, meta
+
+
+def muted_html(text: str) -> str:
+    """A status line in the theme's muted colour."""
+    return f'<span style="color:{MUTED}">{html.escape(text)}</span>'
+
+
+def status_html(columns: list[tuple], *, compare: bool) -> str:
+    """The panel's status under a run: the footer of its one column, or for compare the number of
+    variants, the slowest one's time and the first failure. `columns`: (label, Generation, text, error, cap)."""
+    if not compare:
+        _, gen, _, error, cap = columns[0]
+        return stats_html(gen, cap=cap, error=error)
+    failed = [c for c in columns if c[3]]
+    slowest = max((c[1].latency_s or 0 for c in columns), default=0)
+    line = f'<div style="color:{MUTED};font-size:85%">{len(columns)} variants · {slowest:.2f} s</div>'
+    return line + (error_html(f"{len(failed)} failed: {failed[0][3]}") if failed else "")

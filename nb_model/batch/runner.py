@@ -24,14 +24,11 @@ from .. import packing
 from ..client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for, estimate_tokens, notice
 from ..errors import APIError, ConfigError, ConnectionFailed, StreamBroken
 from ..flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
-from ..params import validate_params
+from ..params import PARAMS, validate_params
 from ..results import Generation, Usage
 from .items import _as_items, _check_pack, _failed, _is_pandas, fill_item
 
 ERRORS = ("collect", "raise")
-
-_NOT_PARAMS = ("system", "cache", "max_retries", "stream")  # call options of a batch that are not parameters
-
 
 def _hint(headers: dict | None) -> float | None:
     """The server's wait hint (Retry-After, retry-after-ms) in seconds, or None when it gave none."""
@@ -152,7 +149,7 @@ class _Batch:
         """An item's Generation from its part of a pack: its share of the usage and cost (apportioned),
         cached under the item's own identity, recorded in the history as part of a pack."""
         client = self.client
-        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        params = {k: v for k, v in self.call.items() if k in PARAMS}
         spec = client.spec(self.prompts[i], system=self.call.get("system"), **params)
         usage = Usage(prompt_tokens, completion_tokens)
         gen = Generation(text=text, finish_reason="stop", usage=usage, model=pack.model, ttft_s=pack.ttft_s,
@@ -174,7 +171,7 @@ class _Batch:
         prompt = self.prompts[i]
         if cache is None or self.call.get("cache", "use") != "use" or isinstance(prompt, BaseException):
             return None
-        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        params = {k: v for k, v in self.call.items() if k in PARAMS}
         try:
             spec = self.client.spec(prompt, system=self.call.get("system"), **params)
         except ConfigError:

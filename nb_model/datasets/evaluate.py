@@ -129,6 +129,39 @@ class Evaluation:
         show_evaluation(self)
 
 
+def _prompts(name: str, variant: dict, words: dict, template: str | None, rows: list[dict],
+             namespace: Mapping | None) -> list[str]:
+    """A variant's prompt for each row: its prompt in the template's {prompt} (or the whole prompt), filled
+    from its {name} values, the row, then the namespace."""
+    from ..template import fill
+
+    prompt = variant.get("prompt")
+    if template is None and prompt is None:
+        raise ConfigError(f"variant {name}: no prompt; give template= or prompt variants")
+    text = template if template is not None else "{prompt}"
+    if prompt is not None:
+        if "{prompt}" not in text:
+            raise ConfigError("evaluate: the template has no {prompt} for the variants' prompts")
+        text = text.replace("{prompt}", prompt)
+    try:
+        prompts = [fill(text, ChainMap(words, row, namespace or {})) for row in rows]
+    except ConfigError as exc:
+        raise ConfigError(f"variant {name}: {exc}") from None
+    return prompts
+
+
+def _summary_row(name: str, mine: list[dict], judge_cost: float) -> dict:
+    """A variant's line of the summary from its tidy rows."""
+    mean, low, high = summarize([r["score"] for r in mine])
+    latencies = [r["latency_s"] for r in mine if r["latency_s"] is not None and not math.isnan(r["latency_s"])]
+    return {"variant": name, "n": len(mine), "score": mean, "ci_low": low, "ci_high": high,
+            "errors": sum(r["error"] is not None for r in mine),
+            "tokens": sum(r["tokens_in"] + r["tokens_out"] for r in mine),
+            "cost_usd": sum(r["cost_usd"] for r in mine), "judge_cost_usd": judge_cost,
+            "p50_latency_s": _percentile(latencies, 0.5),
+            "p95_latency_s": _percentile(latencies, 0.95)}
+
+
 def evaluate(variants, data, score="exact:label", *, template: str | None = None, schema: Any = None,
              namespace: Mapping | None = None, profile: str | None = None, model: str | None = None,
              system: str | None = None, max_workers: int = 4, cache: str = "use", progress: bool = True,
@@ -146,7 +179,7 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
 
     from ..batch import generate_many
     from ..params import SETTINGS, TEXTS
-    from ..template import fill, references
+    from ..template import references
 
     rows, keys = _rows(data)
     scorer = parse_score(score, schema)
@@ -158,18 +191,7 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     for name, variant in named:
         settings = {k: v for k, v in variant.items() if k in SETTINGS and k not in TEXTS}
         words = {k: v for k, v in variant.items() if k not in settings and k not in TEXTS}
-        prompt = variant.get("prompt")
-        if template is None and prompt is None:
-            raise ConfigError(f"variant {name}: no prompt; give template= or prompt variants")
-        text = template if template is not None else "{prompt}"
-        if prompt is not None:
-            if "{prompt}" not in text:
-                raise ConfigError("evaluate: the template has no {prompt} for the variants' prompts")
-            text = text.replace("{prompt}", prompt)
-        try:
-            prompts = [fill(text, ChainMap(words, row, namespace or {})) for row in rows]
-        except ConfigError as exc:
-            raise ConfigError(f"variant {name}: {exc}") from None
+        prompts = _prompts(name, variant, words, template, rows, namespace)
         gens = generate_many(prompts, max_workers, profile=settings.pop("profile", None) or profile,
                              model=settings.pop("model", None) or model,
                              system=variant.get("system", system), cache=cache, progress=progress,
@@ -188,13 +210,5 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
                          "latency_s": gen.latency_s if gen else math.nan,
                          "cached": bool(gen and gen.cached),
                          "error": (gen.error if gen else "not run") if failed else None})
-        mine = tidy[-len(rows):]
-        mean, low, high = summarize([r["score"] for r in mine])
-        latencies = [r["latency_s"] for r in mine if r["latency_s"] is not None and not math.isnan(r["latency_s"])]
-        summary.append({"variant": name, "n": len(mine), "score": mean, "ci_low": low, "ci_high": high,
-                        "errors": sum(r["error"] is not None for r in mine),
-                        "tokens": sum(r["tokens_in"] + r["tokens_out"] for r in mine),
-                        "cost_usd": sum(r["cost_usd"] for r in mine), "judge_cost_usd": judge_cost,
-                        "p50_latency_s": _percentile(latencies, 0.5),
-                        "p95_latency_s": _percentile(latencies, 0.95)})
+        summary.append(_summary_row(name, tidy[-len(rows):], judge_cost))
     return Evaluation(pd.DataFrame(tidy), pd.DataFrame(summary, columns=SUMMARY_COLUMNS), scorer, generations)

@@ -142,7 +142,8 @@ class NbModel(Magics):
             raise UsageError(f"--k must be at least 1, got {args.k}")
         if args.context is not None:
             from .retrieval.magic import run_magic as run_grounded
-            return run_grounded(settings, args, cell, ns=ns,
+            from .chat import conversation
+            return run_grounded(settings, args, cell, ns=ns, chats=functools.partial(conversation, self.shell),
                                 answer=lambda prompt: self._run(settings, args, prompt, None))
         if args.schema or args.score:
             from .datasets.magic import run_magic as run_dataset

@@ -8,7 +8,7 @@
 """
 from .items import fill_item
 from .long import MAP_PROMPT, REDUCE_PROMPT, split_spans, split_text, summarize_long
-from .runner import ERRORS, generate_many, last_run
+from .runner import ERRORS, BatchResults, generate_many, last_run
 
-__all__ = ["ERRORS", "MAP_PROMPT", "REDUCE_PROMPT", "fill_item", "generate_many", "last_run", "split_spans",
+__all__ = ["BatchResults", "ERRORS", "MAP_PROMPT", "REDUCE_PROMPT", "fill_item", "generate_many", "last_run", "split_spans",
            "split_text", "summarize_long"]

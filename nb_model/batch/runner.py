@@ -214,6 +214,10 @@ def generate_many(prompts, max_workers: int | None = None, *, template: str | No
     An item whose part of the answer is missing or unreadable is retried alone;
     each item is cached on its own with its apportioned share of the usage.
 
+    The list returned carries this batch's own figures in `.stats` (a Series
+    in `.attrs["stats"]`): packs sent, items retried alone, peak requests in
+    flight, pauses on the server's hints.
+
     errors="collect" (default): a failed item is a `Generation` with
     finish_reason "error" and `.error` set; "raise": the first failure to happen
     stops the batch and is raised. Interrupting (Ctrl-C / the kernel's stop
@@ -249,11 +253,23 @@ def generate_many(prompts, max_workers: int | None = None, *, template: str | No
     if index is not None:
         import pandas as pd
         name = prompts.name if _is_pandas(prompts, "Series") else None
-        return pd.Series(results, index=index, dtype=object, name=name)
+        series = pd.Series(list(results), index=index, dtype=object, name=name)
+        series.attrs["stats"] = results.stats
+        return series
     return results
 
 
-last_run: dict[str, Any] = {}  # figures of the last batch in this process (peak in flight, packs, pauses)
+class BatchResults(list):
+    """A batch's results in input order (a plain list), with `.stats`: that batch's own figures (packs,
+    unpacked, peak_in_flight, pauses), right however many batches run at once."""
+
+    def __init__(self, items, stats: dict[str, Any]):
+        super().__init__(items)
+        self.stats = stats
+
+
+last_run: dict[str, Any] = {}  # a copy of the figures of the last batch to finish in this process
+_last_run_lock = threading.Lock()
 
 
 def _plan(batch: _Batch, results: list, pack: int | str | None) -> deque:
@@ -283,8 +299,9 @@ def _plan(batch: _Batch, results: list, pack: int | str | None) -> deque:
 def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dict, *,
          pack: int | str | None = None, gate: Gate | None = None, max_retries: int | None = None) -> list:
     results: list[Generation | None] = [None] * len(prompts)
+    stats: dict[str, Any] = {"packs": 0, "unpacked": 0, "peak_in_flight": 0, "pauses": 0}
     if not prompts:
-        return results
+        return BatchResults(results, stats)
     window = Window(client.profile.qps, cap)
     gate = gate or Gate()
     batch = _Batch(client, prompts, call, window, gate, max_retries)
@@ -295,8 +312,7 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
     done_now = sum(r is not None for r in results)
     if done_now:
         bar.update(done_now)
-    last_run.clear()
-    last_run.update(packs=sum(j[0] == "pack" for j in jobs), unpacked=0)
+    stats["packs"] = sum(j[0] == "pack" for j in jobs)
     pool = ThreadPoolExecutor(max_workers=min(cap, len(jobs) or 1), thread_name_prefix="nb_model-batch")
     running: dict = {}
     failures = 0
@@ -315,7 +331,7 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
                 kind = running.pop(fut)
                 if kind == "pack":
                     outcome, retry = fut.result()
-                    last_run["unpacked"] += len(retry)
+                    stats["unpacked"] += len(retry)
                     jobs.extendleft(("one", i, None) for i in reversed(retry))
                 else:
                     outcome = fut.result()
@@ -337,5 +353,8 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
         batch.halt()
         pool.shutdown(wait=False, cancel_futures=True)
         end_progress(bar)
-        last_run.update(peak_in_flight=window.peak, pauses=gate.pauses)
-    return results
+        stats.update(peak_in_flight=window.peak, pauses=gate.pauses)
+        with _last_run_lock:
+            last_run.clear()
+            last_run.update(stats)
+    return BatchResults(results, stats)

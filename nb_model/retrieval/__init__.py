@@ -21,8 +21,9 @@ DEFAULT_K = 5
 
 
 def ground(client, question: str, context, *, k: int | None = None, system: str | None = None,
-           max_tokens: int | None = None) -> tuple[str, list[Passage]]:
-    """(grounded prompt, passages in it) for `question` over `context` within `client`'s context window."""
+           max_tokens: int | None = None, history: list[dict] | None = None) -> tuple[str, list[Passage]]:
+    """(grounded prompt, passages in it) for `question` over `context` within `client`'s context window;
+    `history`: the earlier turns of a chat, sent with it (they take their share of the window)."""
     k = DEFAULT_K if k is None else k
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a whole number of passages, at least 1; got {k!r}")
@@ -32,7 +33,7 @@ def ground(client, question: str, context, *, k: int | None = None, system: str 
     passages = index.search(question, k=k)
     limit = max_tokens or client.profile.defaults.get("max_tokens")
     return build_prompt(question, passages, window=client.profile.context_window, max_tokens=limit,
-                        system=system)
+                        system=system, history=history)
 
 
 def generate(client, question: str, context, *, k: int | None = None, system: str | None = None, **params):

@@ -26,7 +26,7 @@ from . import text as textmod
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".py")
 SUFFIXES = TEXT_SUFFIXES + (".ipynb", ".csv", ".pdf")
 SKIP_DIRS = {".git", ".nb_model", ".ipynb_checkpoints", "__pycache__", "node_modules", ".venv"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: line ranges of passages counted from where their text is
 PROGRESS_AFTER_S = 1.0
 # The last build of each folder in this process: (files' paths, sizes, mtimes) -> passages, terms, BM25 model.
 # A re-run over unchanged files skips even the on-disk cache; one entry per folder, replaced on change.

@@ -24,9 +24,10 @@ def resolve_context(ns: dict, value: str):
     raise UsageError(f"--context: no such file or folder: {name!r}")
 
 
-def run_magic(settings, args, cell: str, *, ns: dict, answer: Callable[[str], Any]):
+def run_magic(settings, args, cell: str, *, ns: dict, chats: Callable[[str], Any], answer: Callable[[str], Any]):
     """Retrieve passages for the cell's question, then `answer(prompt)` (the ordinary cell path: streamed,
-    footer, --out; returns the Generation) and show the citations under it."""
+    footer, --out; returns the Generation) and show the citations under it. `chats(name)`: the
+    conversation of --chat NAME (its earlier turns take their share of the context window)."""
     from ..client import client_for
     from ..display import show_notice
     from ..display.citations import show_citations
@@ -42,8 +43,9 @@ def run_magic(settings, args, cell: str, *, ns: dict, answer: Callable[[str], An
         index = as_index(context)
         for warning in index.warnings:
             show_notice(f"nb_model: {warning}")
+        history = chats(args.chat).messages() if args.chat else None
         prompt, passages = ground(client, question, index, k=args.k, system=settings.system,
-                                  max_tokens=settings.params["max_tokens"])
+                                  max_tokens=settings.params["max_tokens"], history=history)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     gen = answer(prompt)  # the question was filled already; passages are sent as written

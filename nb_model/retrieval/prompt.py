@@ -35,17 +35,21 @@ def _header(n: int, p: Passage) -> str:
 
 
 def build_prompt(question: str, passages: list[Passage], *, window: int, max_tokens: int | None = None,
-                 system: str | None = None) -> tuple[str, list[Passage]]:
+                 system: str | None = None, history: list[dict] | None = None) -> tuple[str, list[Passage]]:
     """(prompt, the passages it holds): passages in rank order while the whole request fits `window`
-    (the question, the system text, this instruction and `max_tokens` for the reply all count)."""
+    (the question, the system text, earlier turns of a chat (`history`), this instruction and
+    `max_tokens` for the reply all count)."""
     question = question.strip()
     reply = max_tokens or min(DEFAULT_REPLY_TOKENS, window // 4)
     tail = f"\n\nQuestion: {question}\nAnswer:"
     fixed = estimate_tokens(INSTRUCTION + "\n\nPassages:\n" + tail) + estimate_tokens(system or "") + MARGIN
-    budget = window - reply - fixed
+    earlier = sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in history or [])
+    budget = window - reply - fixed - earlier
     if budget <= 0:
-        raise ConfigError(f"the question and max_tokens={reply} leave no room for passages in the "
-                          f"{window}-token context window: lower max_tokens or shorten the question")
+        what = "the chat's earlier turns, the question" if history else "the question"
+        raise ConfigError(f"{what} and max_tokens={reply} leave no room for passages in the "
+                          f"{window}-token context window: lower max_tokens or shorten the question"
+                          + (", or reset the chat" if history else ""))
     kept: list[Passage] = []
     blocks: list[str] = []
     for p in passages:

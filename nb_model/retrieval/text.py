@@ -77,25 +77,28 @@ def chunks(text: str, budget: int = 200) -> list[tuple[str, int, int]]:
         stripped = para.strip()
         if not stripped:
             continue
-        first = text.count("\n", 0, start) + 1
-        last = first + para.count("\n")
+        lead = len(para) - len(para.lstrip())
+        first = text.count("\n", 0, start + lead) + 1  # the line of the paragraph's first character
+        last = first + stripped.count("\n")
         if estimate_tokens(stripped) <= budget:
             pieces.append((stripped, first, last))
             continue
-        line = first
+        at = 0
         for sentence in _SENTENCES.split(para):
             s = sentence.strip()
             if not s:
-                line += sentence.count("\n")
                 continue
+            at = para.find(s, at)  # lines by position: the split drops the whitespace (and newlines) between
+            line = first + stripped.count("\n", 0, max(at - lead, 0))
+            at += len(s)
             while estimate_tokens(s) > budget:  # one sentence over budget: cut by characters
                 cut = _cut_at_budget(s, budget)
-                pieces.append((s[:cut].strip(), line, line + s[:cut].count("\n")))
-                line += s[:cut].count("\n")
-                s = s[cut:].strip()
+                head, rest = s[:cut], s[cut:]
+                pieces.append((head.strip(), line, line + head.rstrip().count("\n")))
+                line += head.count("\n") + rest[:len(rest) - len(rest.lstrip())].count("\n")
+                s = rest.strip()
             if s:
-                pieces.append((s, line, line + sentence.count("\n")))
-            line += sentence.count("\n")
+                pieces.append((s, line, line + s.count("\n")))
     current: list[tuple[str, int, int]] = []
     size = 0
     for piece in pieces:  # a paragraph is a passage; short ones (a heading, a lone line) join the next

@@ -48,10 +48,10 @@ from .relay import PATH_PROTOCOL, BadRequest, NbModelRelay
 log = logging.getLogger("nb_model.relay")
 
 RELAY_SETTINGS = {"db", "redis_url", "teacher_groups", "allow_insecure_upstream", "connect_timeout",
-                  "request_timeout", "sandbox"}
+                  "request_timeout", "sandbox", "max_body_bytes"}
 LIMIT_SETTINGS = {"qps", "tokens_per_day"}
 USER_SETTINGS = {"token_sha256", "groups"}
-MAX_BODY = 4 << 20  # bytes of a request body: far above a 16K-token context, far below tornado's 100 MB default
+MAX_BODY = 1 << 20  # default bytes of a request body: far above a 16K-token context in any language
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 429: "rate_limit_error"}
 
@@ -109,6 +109,9 @@ class ServiceConfig:
         self.relay = relay
         self.db = os.path.expanduser(relay.get("db") or _default_db())
         self.teacher_groups = set(relay.get("teacher_groups", ["staff"]))
+        self.max_body = relay.get("max_body_bytes", MAX_BODY)
+        if isinstance(self.max_body, bool) or not isinstance(self.max_body, int) or self.max_body < 1024:
+            raise ConfigError(f"{path}: [relay] max_body_bytes must be an integer >= 1024")
         self.profiles = data.get("profiles", {})
         if not self.profiles or not isinstance(self.profiles, dict):
             raise ConfigError(f"{path}: no [profiles.NAME] table: name at least one upstream "
@@ -224,6 +227,19 @@ class RelayService:
         # request (the kernel's "what is left" after its reply) reads it
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="nb-model-relay-db")
         self._quotas: dict[Limits, Quotas] = {}
+        self._pending: dict[str, set[asyncio.Future]] = {}  # settlements under way, per user
+
+    def track(self, user: str, settlement: asyncio.Future) -> None:
+        """A reply's settlement, awaited by any look at the counts that comes after the reply."""
+        mine = self._pending.setdefault(user, set())
+        mine.add(settlement)
+        settlement.add_done_callback(lambda f: mine.discard(f))
+
+    async def settled(self, user: str | None = None) -> None:
+        """Wait for the settlements under way (the user's, or everybody's)."""
+        waiting = [f for name, futures in self._pending.items() if user in (None, name) for f in futures]
+        if waiting:
+            await asyncio.wait(waiting)
 
     def quotas(self, limits: Limits) -> Quotas:
         """The counters' policy for these limits (one store for everybody: counts are per user)."""
@@ -358,10 +374,40 @@ class _Handler(web.RequestHandler):
             self.passthrough.client_gone = True
 
 
+def _too_large(limit: int) -> RelayErrorReply:
+    return RelayErrorReply(413, f"nb_model relay: the request is larger than this service takes ({limit:,} bytes, "
+                                "[relay] max_body_bytes): shorten the prompt")
+
+
+@web.stream_request_body
 class RelayHandler(_Handler):
-    """``POST relay/<profile>/<path>``: the profile's upstream, with its key, within the caller's limits."""
+    """``POST relay/<profile>/<path>``: the profile's upstream, with its key, within the caller's limits.
+
+    The body is taken as it arrives, at most ``[relay] max_body_bytes`` (413 from the Content-Length before
+    reading; a chunked body that passes it has its connection dropped), and is parsed and measured in a thread: a large
+    body never stalls the service's other callers."""
+
+    _body: bytearray | None = None
+
+    def prepare(self) -> None:
+        self.caller()  # refused callers are answered before their body is read
+        limit = self.service.config.max_body
+        try:
+            declared = int(self.request.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise RelayErrorReply(400, "nb_model relay: the Content-Length header is not a number") from None
+        if declared > limit:
+            raise _too_large(limit)
+        self.request.connection.set_max_body_size(limit)
+        self._body = bytearray()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:  # tornado itself drops a chunked body that passes the limit
+            self._body += chunk
 
     async def post(self, name: str, path: str) -> None:
+        if self._body is None:  # answered already (413)
+            return
         caller, service = self.caller(), self.service
         relay = service.relay
         profile = relay.routes.get(name)
@@ -378,8 +424,8 @@ class RelayHandler(_Handler):
         if key and profile.plain_http_remote() and not relay.allow_insecure_upstream:
             raise RelayErrorReply(403, f"nb_model relay: profile {name!r} would send its key over plain http to a "
                                        "remote host; use https or set allow_insecure_upstream in [relay]")
-        try:
-            body, reserve = profile.shape(self.request.body)
+        try:  # JSON parsing and token counting in a thread: the event loop keeps serving
+            body, reserve = await asyncio.get_running_loop().run_in_executor(None, profile.shape, bytes(self._body))
         except BadRequest as exc:
             raise RelayErrorReply(400, f"nb_model relay: {exc}") from None
         limits = service.config.limits_for(caller.name, list(caller.groups))
@@ -389,16 +435,26 @@ class RelayHandler(_Handler):
         except QuotaExceeded as exc:
             raise RelayErrorReply(429, f"nb_model relay: {exc}", retry_after_header(exc.retry_after)) from None
         meter = UsageMeter(protocol, body)
-        start, tokens, status = time.monotonic(), 0, 502
+        start, status, counted = time.monotonic(), 502, False
+        price = service.price(name)
+
+        async def settle() -> int:  # counting a long prompt takes a while: in a thread, not on the loop
+            tokens = await asyncio.get_running_loop().run_in_executor(None, meter.tokens) if counted else 0
+            await service.run(service.settle, quotas, reservation, tokens, tokens * price / 1e6)
+            return tokens
+
         try:
             reply = await forward(self, url, key, connect_timeout=relay.connect_timeout,
                                   request_timeout=relay.request_timeout, body=body,
                                   on_start=lambda status, ctype: meter.start(ctype), on_chunk=meter.feed)
-            tokens, status = (meter.tokens() if reply.streaming else 0), reply.status
+            status, counted = reply.status, reply.streaming
         except UpstreamFailed as exc:
             raise RelayErrorReply(exc.status, f"nb_model relay: the upstream {exc}") from None
-        finally:  # the reservation becomes the real count (0 if nothing came back)
-            await service.run(service.settle, quotas, reservation, tokens, tokens * service.price(name) / 1e6)
+        finally:  # the reservation becomes the real count (0 if nothing came back); tracked in this same
+            # tick, so a look at the counts that the caller sends after this reply waits for it
+            settlement = asyncio.ensure_future(settle())
+            service.track(caller.name, settlement)
+            tokens = await settlement
         log.info("nb_model relay: %s %s/%s -> %d, %d tokens, %.2f s", caller.name, name, path.strip("/"),
                  status, tokens, time.monotonic() - start)
 
@@ -408,6 +464,7 @@ class MeHandler(_Handler):
 
     async def get(self) -> None:
         caller = self.caller()
+        await self.service.settled(caller.name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(await self.service.run(self.service.me, caller)))
 
@@ -417,6 +474,7 @@ class UsageHandler(_Handler):
 
     async def get(self) -> None:
         caller = self.caller()
+        await self.service.settled(None if self.service.is_teacher(caller) else caller.name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(await self.service.run(self.service.usage, caller)))
 
@@ -431,6 +489,7 @@ class PageHandler(_Handler):
                 self.redirect(self.get_login_url())  # Hub OAuth: log in, come back
                 return
             raise RelayErrorReply(401 if not self._bearer() else 403, self._denied())
+        await self.service.settled(None if self.service.is_teacher(caller) else caller.name)
         data = await self.service.run(self.service.usage, caller)
         self.finish(render_page(data, caller, self.service))
 
@@ -519,7 +578,8 @@ def main(config_path: str, host: str | None = None, port: int | None = None) -> 
     secrets = service.relay.secrets
     redact.install(log, lambda: [*secrets(), os.environ.get("JUPYTERHUB_API_TOKEN", "")])
     app = make_app(service)
-    server = app.listen(port, host, xheaders=False, max_body_size=MAX_BODY)
+    # tornado's own cap sits above ours, so callers past ours get our 413 line, not a dropped connection
+    server = app.listen(port, host, xheaders=False, max_body_size=config.max_body + (64 << 10))
     service.relay.start()
     names = ", ".join(sorted(service.relay.routes))
     log.info("serving profiles %s at http://%s:%s%s (%s)", names, host, port, prefix,

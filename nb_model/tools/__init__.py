@@ -81,8 +81,9 @@ def as_tool(obj: Any, label: str | None = None) -> Tool:
     if isinstance(obj, Tool):
         return obj
     if not callable(obj) or isinstance(obj, type):
-        what = label or repr(obj)[:40]
-        raise ConfigError(f"{what} is a {type(obj).__name__}, not a function: --tools takes names of "
+        what, kind = label or repr(obj)[:40], type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise ConfigError(f"{what} is {article} {kind}, not a function: --tools takes names of "
                           "functions defined in the notebook")
     options = getattr(obj, ATTR, None) or {}
     schema = function_schema(obj, **options)
@@ -117,10 +118,11 @@ def from_names(spec: str, namespace: dict) -> list[Tool]:
     return toolset(found)
 
 
-def run_tools(prompt: str, tools, **kw):
-    """See `loop.run_tools`."""
-    from .loop import run_tools as run
-    return run(prompt, tools, **kw)
+def run_tools(prompt: str, tools, *, profile: str | None = None, model: str | None = None, **kw):
+    """`nb_model.generate(prompt, tools=tools, ...)`: the exchange with the profile's client (see
+    `loop.run_tools` for the options)."""
+    from .. import generate
+    return generate(prompt, profile=profile, model=model, tools=tools, **kw)
 
 
 __all__ = ["Tool", "as_tool", "from_names", "run_tools", "tool", "toolset"]

@@ -51,7 +51,15 @@ class View:
 
 
 def ask(record: dict) -> bool:
-    """Ask on stdin (a prompt line in Jupyter) whether to run a call; only y/yes runs it."""
+    """Ask on stdin whether to run a call; only y/yes runs it.
+
+    In Jupyter, input() is the frontend's input box (an `input_request` on the kernel's stdin channel),
+    answered while the cell runs; elsewhere it is the terminal. A widget button is not used: a click
+    arrives as a comm message on the shell channel, which the kernel handles only after the running
+    cell ends, so the cell would wait for an answer it cannot receive. Pumping the shell channel from
+    inside the cell (as `jupyter-ui-poll` does) depends on kernel internals that ipykernel 7 changed
+    (shell messages are dispatched under a lock held by the running cell, and `do_one_iteration` is
+    gone), and a click did not get through with it here."""
     try:
         answer = input(f"run {signature(record)}? [y/N] ")
     except EOFError:

@@ -160,7 +160,7 @@ def test_packing_at_a_minimal_docs_server(docs_server):  # noqa: F811
 
 
 def test_over_magic_with_pack(shell, use_endpoint):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     with SandboxServer(port=0, qps=0) as server:
         use_endpoint(server)
         shell.user_ns["frame"] = pd.DataFrame({"animal": ["owl", "fox", "eel", "elk", "yak"]})
@@ -177,3 +177,39 @@ def test_over_magic_with_pack(shell, use_endpoint):
 
 def frame_animals():
     return ["owl", "fox", "eel", "elk", "yak"]
+
+
+def test_each_batch_carries_its_own_figures_when_batches_run_at_once(use_endpoint):
+    """Two batches at once in one process (threads): each result's `.stats` are its own, not the other's."""
+    import threading
+
+    with SandboxServer(port=0, qps=0) as server:
+        use_endpoint(server)
+        got: dict = {}
+        started = threading.Barrier(2)
+
+        def batch(name, pack):
+            started.wait()
+            got[name] = generate_many([f"{name} stone {i}" for i in range(30)], cache="off", progress=False,
+                                      max_tokens=20, pack=pack)
+
+        threads = [threading.Thread(target=batch, args=("by ten", 10)),
+                   threading.Thread(target=batch, args=("by five", 5))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        server.wait_idle()
+    assert got["by ten"].stats["packs"] == 3 and got["by five"].stats["packs"] == 6
+    assert all(r.stats["unpacked"] == 0 and r.stats["peak_in_flight"] >= 1 for r in got.values())
+    assert last_run in (got["by ten"].stats, got["by five"].stats)  # a copy of whichever ended last
+    assert all(isinstance(r, list) and len(r) == 30 and all(g.text for g in r) for r in got.values())
+
+
+def test_a_series_batch_has_its_figures_in_attrs(use_endpoint):
+    import pandas as pd
+    with SandboxServer(port=0, qps=0) as server:
+        use_endpoint(server)
+        col = pd.Series([f"river {i}" for i in range(12)], index=[f"r{i}" for i in range(12)], name="q")
+        got = generate_many(col, pack=4, cache="off", progress=False, max_tokens=20)
+    assert list(got.index) == list(col.index) and got.attrs["stats"]["packs"] == 3

@@ -239,3 +239,103 @@ def test_counts_in_redis_survive_a_restart(upstream, tmp_path, redis_server):
         assert relay.get("api/me", "ada").json()["tokens_used_today"] == used
     finally:
         relay.stop()
+
+
+def test_an_upstream_echoing_the_key_never_shows_it_in_replies_or_the_services_log(tmp_path):
+    """A scripted upstream puts the key in 401 and 500 bodies, in a header and in the middle of a stream
+    (split across two writes): the service's replies and its log have it masked."""
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            prompt = body["prompt"]
+            status = 401 if "401" in prompt else 500 if "500" in prompt else 200
+            if "stream" in prompt:
+                half = len(KEY) // 2
+                chunks = [json.dumps({"text": "a"}).encode() + b"\n",
+                          b'{"text": "upstream echoed ' + KEY[:half].encode(), KEY[half:].encode() + b'"}\n', END_LINE]
+                ctype = "application/x-ndjson"
+            else:
+                chunks = [json.dumps({"error": {"message": f"invalid api key {KEY} (Bearer {KEY})"}}).encode()]
+                ctype = "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("X-Debug-Key", KEY)
+            self.send_header("Content-Length", str(sum(map(len, chunks))))
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(0.05)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    config = tmp_path / "relay.toml"
+    config.write_text(_config(f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path / "relay.sqlite"))
+    relay = Relay(config, tmp_path / "relay.log")
+    try:
+        replies = []
+        for prompt, stream in (("say 401", False), ("say 500", False), ("stream it", True)):
+            replies.append(requests.post(
+                relay.url + "relay/course/v1/generate", json={"prompt": prompt, "max_tokens": 8}, timeout=10,
+                headers={"Authorization": f"Bearer {TOKENS['tess']}", **({"X-Stream": "true"} if stream else {})}))
+        assert [r.status_code for r in replies] == [401, 500, 200], [r.text for r in replies]
+        for reply in replies:
+            assert KEY not in reply.text and KEY not in str(reply.headers), reply.text
+            assert KEY[:12] not in reply.text  # not even its first half
+        assert "invalid api key" in replies[0].text and "upstream echoed" in replies[2].text  # the rest is kept
+    finally:
+        relay.stop()
+        httpd.shutdown()
+        httpd.server_close()
+    log = relay.log.read_text()
+    assert "relay/course/v1/generate" in log or "course/v1/generate" in log, log
+    assert KEY not in log and KEY[:12] not in log, log
+
+
+def test_a_large_body_is_413_in_one_line_and_never_stalls_other_callers(relay):
+    """Over `[relay] max_body_bytes` (default 1 MiB): 413 from the Content-Length before the body is read, or
+    as a chunked body passes it. Under it, parsing and counting run in a thread while others are served."""
+    url, auth = relay.url + "relay/course/v1/generate", {"Authorization": f"Bearer {TOKENS['tess']}"}
+    start = time.monotonic()
+    huge = requests.post(url, data=b'{"prompt": "' + b"7," * 25_000_000 + b'"}', headers=auth, timeout=30)
+    assert huge.status_code == 413 and time.monotonic() - start < 5, huge.text
+    message = huge.json()["error"]["message"]
+    assert "\n" not in message and "1,048,576 bytes" in message and "max_body_bytes" in message
+
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+    try:  # no Content-Length: cut off at the limit (the connection is dropped; nothing past it is read)
+        cut = requests.post(url, data=chunks(), headers=auth, timeout=30).status_code
+    except requests.RequestException:
+        cut = "dropped"
+    assert cut in (400, 413, "dropped"), cut
+    assert requests.post(relay.url + "relay/course/v1/generate", data=b"x" * 2_000_000, timeout=30,
+                         headers={"Authorization": "Bearer nope"}).status_code == 403  # refused before reading
+
+    # just under the limit, digits and punctuation (the slowest text to count): others are answered meanwhile
+    body = json.dumps({"prompt": "1,2,3,4,5,6,7,8,9," * 57_000, "max_tokens": 8}).encode()
+    assert len(body) < 1 << 20
+    done = threading.Event()
+    waits = []
+
+    def poll():
+        while not done.is_set():
+            t = time.monotonic()
+            assert relay.get("api/me", "bob").status_code == 200
+            waits.append(time.monotonic() - t)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    time.sleep(0.1)
+    requests.post(url, data=body, headers=auth, timeout=30)
+    done.set()
+    poller.join(10)
+    assert len(waits) >= 3 and max(waits) < 0.3, waits  # counting this body on the event loop takes ~0.7 s

@@ -245,6 +245,24 @@ def test_chunks_follow_paragraphs_and_budget():
     assert "".join(t for t, _, _ in out if t.startswith("长")) == "长" * 900
 
 
+
+def test_chunk_line_ranges_are_the_lines_the_text_is_on():
+    """Every passage's (first, last) line range holds exactly its text, for paragraphs and for sentences
+    of a long paragraph that spans lines (the citations show these ranges)."""
+    from nb_model.retrieval.text import chunks
+    long_para = "\n".join(f"Line {i} says the notice period is {i} days for clause {i}." for i in range(1, 13))
+    text = ("The lease ends after sixty days of written notice.\n\nRent is due monthly.\n\n"
+            + long_para + "\n\n\n租金每月支付。押金在三十日内退还。\n")
+    lines = text.split("\n")
+    out = chunks(text, budget=40)
+    assert len(out) >= 4
+    for chunk, first, last in out:
+        span = "\n".join(lines[first - 1:last])
+        assert lines[first - 1].strip() and lines[last - 1].strip(), (chunk, first, last)  # no blank ends
+        assert " ".join(chunk.split()) in " ".join(span.split()), (chunk, first, last, span)
+    assert out[-1][1:] == (len(lines) - 1, len(lines) - 1)
+
+
 # -- the prompt on the wire: a minimal server written from the API docs' examples --------------------------
 
 class Recorder:
@@ -337,12 +355,13 @@ def test_context_budget_with_16k_profile_and_huge_folder(shell, minimal_server, 
     assert 100 < len(g.passages) < 2000 and f"[{len(g.passages)}] (" in sent and f"[{len(g.passages) + 1}] (" not in sent
 
 
-def test_load_ext_imports_no_retrieval_code():
+def test_load_ext_imports_no_retrieval_or_tool_code():
     import subprocess
     import sys
     code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
             "InteractiveShell.instance().run_line_magic('load_ext', 'nb_model')\n"
-            "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'nb_model.retrieval') if m in sys.modules))")
+            "print(sorted(m for m in ('bm25s', 'numpy', 'jieba', 'pypdf', 'pydantic', 'nb_model.retrieval',\n"
+            "                      'nb_model.tools') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -379,3 +398,32 @@ def test_damaged_index_cache_is_rebuilt(docs, tmp_path, monkeypatch):
         idx = Index(docs)
         assert idx.stats["files"] == 7 and idx.stats["read"] >= 2 and not idx.warnings
         assert idx.search("security deposit")[0].source == "en/lease.md"
+
+
+@pytest.mark.parametrize("protocol", ["seed", "openai"])
+def test_context_budget_counts_earlier_chat_turns(shell, minimal_server, monkeypatch, tmp_path, protocol):
+    """With --chat the earlier turns go out with the grounded prompt: the passages give them room."""
+    from nb_model.tokens import estimate_tokens
+    rec, url = minimal_server(protocol)
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", url)
+    monkeypatch.setenv("NB_MODEL_PROTOCOL", protocol)
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    for n in range(300):
+        paras = [f"Report {n}-{i}: the termination notice for contract {n} clause {i} is {i + 30} days, "
+                 f"given in writing to the other party before the lease ends." for i in range(12)]
+        (huge / f"contract{n:03d}.txt").write_text("\n\n".join(paras), encoding="utf-8")
+    from nb_model.chat import conversations
+    conversations(shell).pop("rag", None)
+    earlier = "Some background on our leases. " * 700  # ~4-5K tokens of conversation before the question
+    res, cap = run(shell, f"%%generate --chat rag --no-stream --no-cache\n{earlier}")
+    assert res.success, cap.stderr
+    res, cap = run(shell, f"%%generate --context {huge} --chat rag --k 2000 --max-tokens 2048 --no-stream -o g\n"
+                          "What is the termination notice in the lease?")
+    assert res.success, cap.stderr + cap.stdout
+    body = rec.bodies[-1]
+    sent = body["prompt"] if protocol == "seed" else "\n".join(m["content"] for m in body["messages"])
+    assert earlier.strip() in sent  # the earlier turn went out too
+    assert estimate_tokens(sent) + 2048 <= 16384
+    assert estimate_tokens(sent) + 2048 > 16384 - 300  # filled, not starved
+    conversations(shell).pop("rag", None)

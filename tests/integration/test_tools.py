@@ -157,6 +157,9 @@ def test_python_api_runs_tools_silently():
     g = nb_model.generate("How did sales go in Q2?", tools=[sales_by_region], confirm=lambda call: asked.append(call)
                           or False, cache="off")
     assert [c["name"] for c in asked] == ["sales_by_region"] and g.exchange["calls"][0]["status"] == "declined"
+    from nb_model.tools import run_tools  # the package's own entry point runs the same exchange
+    g = run_tools("How did sales go in Q2?", [sales_by_region], cache="off")
+    assert g.text == '[sandbox] sales_by_region returned {"North": 100, "South": 80}.'
 
 
 def test_no_tool_mentioned_is_a_plain_answer(shell, sandbox, use_endpoint, tools_ns):
@@ -267,7 +270,7 @@ def test_cache_key_includes_tool_results(shell, sandbox, use_endpoint, tools_ns,
 
 @pytest.mark.parametrize("setup, line, expect", [
     ("", "--tools nope", "no function named 'nope' in the notebook"),
-    ("x = 5", "--tools x", "'x' is a int, not a function"),
+    ("x = 5", "--tools x", "'x' is an int, not a function"),
     ("from datetime import datetime\ndef when(t: datetime): pass", "--tools when",
      "tool when: parameter t has type datetime, which has no JSON schema"),
     ("def f(q: str): pass", "--tools f --max-steps 0", "--max-steps must be at least 1"),

@@ -102,3 +102,12 @@ def test_redact_authorization_bearer_and_secrets():
     assert redact("sent Bearer abcdefgh12345678 upstream") == "sent Bearer *** upstream"
     assert redact("the key is s3cr3t-value!", ["s3cr3t-value"]) == "the key is ***!"
     assert redact("token-authenticated request from 127.0.0.1") == "token-authenticated request from 127.0.0.1"
+
+
+def test_redact_keeps_help_text_that_names_a_variable():
+    """A one-line hint such as 'send Authorization: Bearer $VAR' names a variable, not a secret: kept."""
+    hint = "not authenticated: send 'Authorization: Bearer $JUPYTERHUB_API_TOKEN' (set in every kernel)"
+    assert redact(hint) == hint
+    assert redact("Authorization: token $NB_MODEL_RELAY_TOKEN") == "Authorization: token $NB_MODEL_RELAY_TOKEN"
+    assert redact("Authorization: Bearer $ecret-with-dollar123") == "Authorization: ***"  # not a variable name
+    assert redact("Authorization: Bearer sk-abc123$X") == "Authorization: ***"

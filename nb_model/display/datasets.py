@@ -7,6 +7,8 @@ import html
 import io
 import math
 
+from ..textwidth import ljust, width
+
 
 def extract_line(info: dict) -> str:
     """The line under an `--over … --schema` DataFrame (its `attrs["nb_model"]` figures)."""
@@ -40,8 +42,8 @@ def evaluation_text(ev) -> str:
         lines.append([r["variant"], str(r["n"]), _f(r["score"], 3),
                       f"{_f(r['ci_low'], 3)} – {_f(r['ci_high'], 3)}", str(r["errors"]), str(r["tokens"]),
                       f"${cost:.4f}", f"{_f(r['p50_latency_s'], 2)} s", f"{_f(r['p95_latency_s'], 2)} s"])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+    widths = [max(width(h), *(width(l[i]) for l in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(ljust(c, w) if i == 0 else " " * (w - width(c)) + c  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     judge = f" · judge cost included: ${ev.summary['judge_cost_usd'].sum():.4f}" \
         if ev.summary["judge_cost_usd"].sum() else ""

@@ -7,13 +7,30 @@ extras="${1:-}"
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip wheel setuptools
+llama_wheel=
 if [[ ",$extras," == *",local,"* ]]; then
   # llama-cpp-python compiles for minutes: build its wheel once and keep it outside the clone.
+  # One known version, built portable: GGML_NATIVE=OFF compiles for AVX2/FMA/F16C, without AVX-512 or AMX.
+  # (A native build on a CPU with AMX, compiled by GCC 12, dies of SIGSEGV on the first generation: GCC 12's
+  # _tile_loadconfig declares that it reads 8 bytes of the tile configuration, so the optimizer drops the
+  # stores of the rest and ldtilecfg faults on a half-written configuration.)
+  llama_version=0.3.36  # within the `local` extra's range in pyproject.toml
+  llama_cmake_args="-DGGML_NATIVE=OFF"
   wheels="${NB_MODEL_WHEELS:-$HOME/.cache/nb_model/wheels}"
   mkdir -p "$wheels"
-  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "building llama-cpp-python once (several minutes) into $wheels"
-    .venv/bin/python -m pip wheel -q --no-deps -w "$wheels" "llama-cpp-python>=0.3"
+  stamp="$wheels/llama_cpp_python-$llama_version.cmake-args"  # how the kept wheel was built
+  llama_wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$llama_wheel" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$llama_cmake_args" ]; then
+    echo "building llama-cpp-python $llama_version once (several minutes) into $wheels"
+    build=$(mktemp -d "$wheels/.build.XXXXXX")
+    # --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS and could hand back a build made without them
+    CMAKE_ARGS="$llama_cmake_args" .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir -w "$build" \
+      "llama-cpp-python==$llama_version" || { rm -rf "$build"; exit 1; }
+    rm -f "$wheels"/llama_cpp_python-*.whl "$wheels"/llama_cpp_python-*.cmake-args  # other versions and builds
+    mv "$build"/llama_cpp_python-*.whl "$wheels"/
+    rmdir "$build"
+    echo "$llama_cmake_args" > "$stamp"
+    llama_wheel=$(ls "$wheels"/llama_cpp_python-"$llama_version"-*.whl | head -n 1)
   fi
   export PIP_FIND_LINKS="$wheels ${PIP_FIND_LINKS:-}"
   export PIP_PREFER_BINARY=1  # take the kept wheel even when the index has a newer source release
@@ -48,7 +65,15 @@ fi
 # finds it built). node_modules is kept per hash of the npm manifests under ~/.cache/nb_model/.
 .venv/bin/python -m pip install -q "jupyterlab>=4,<5" "jupyter-builder>=1.3"  # jlpm and the extension builder
 PATH="$PWD/.venv/bin:$PATH" bash scripts/build_labextension.sh
-.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+if [ -n "$llama_wheel" ]; then
+  # the venv may hold another build of the same version, which pip would keep: install the kept wheel itself
+  built=$(sha256sum "$llama_wheel" | cut -d' ' -f1)
+  if [ "$(cat .venv/llama_cpp_python.sha256 2>/dev/null)" != "$built" ]; then
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "$llama_wheel"
+    echo "$built" > .venv/llama_cpp_python.sha256
+  fi
+fi
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}" ${llama_wheel:+"llama-cpp-python==$llama_version"}
 # an editable install links the built extension where JupyterLab looks for it
 .venv/bin/jupyter-builder develop --overwrite . >/dev/null
 # an editable install skips the data-files: put the file that enables the server extension where

@@ -15,7 +15,6 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import TraitError, observe, validate
 
 from . import params
-
 from .display.table import table
 from .errors import ConfigError, Interrupted, NbModelError
 from .out_names import out_name_problem
@@ -141,8 +140,8 @@ class NbModel(Magics):
         if args.k is not None and args.k < 1:
             raise UsageError(f"--k must be at least 1, got {args.k}")
         if args.context is not None:
-            from .retrieval.magic import run_magic as run_grounded
             from .chat import conversation
+            from .retrieval.magic import run_magic as run_grounded
             return run_grounded(settings, args, cell, ns=ns, chats=functools.partial(conversation, self.shell),
                                 answer=lambda prompt: self._run(settings, args, prompt, None))
         if args.schema or args.score:

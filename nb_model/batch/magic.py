@@ -7,7 +7,8 @@ from typing import Any, Callable
 from ..errors import ConfigError
 
 
-def _pack(value):
+def pack_option(value):
+    """--pack N|auto as generate_many's `pack=` (None when not given); one line for anything else."""
     from IPython.core.error import UsageError
 
     if value is None or value == "auto":
@@ -37,7 +38,7 @@ def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], Non
         raise UsageError(f"--over {args.over}: {exc}") from None
     if not items:
         raise UsageError(f"--over {args.over}: the list is empty, nothing to generate; put prompts or items in it")
-    pack = _pack(getattr(args, "pack", None))
+    pack = pack_option(getattr(args, "pack", None))
     start = time.perf_counter()
     try:
         results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns, pack=pack,

@@ -6,9 +6,20 @@ a list of settings dicts, or a dict naming either. Each variant runs over every 
 through `generate_many` (rate limit, concurrency, cache per item), then a scorer gives
 each output a number (see `scorers.py`).
 
-The summary's interval is the normal approximation: mean ± 1.96 · s / √n, with s the
-sample standard deviation (n - 1) of the row scores; latencies are the p50 and p95
-(linear interpolation) of the calls' total times.
+The summary's 95% interval depends on what the scores are:
+
+* every score 0 or 1 (``exact``, ``contains``, ``regex``, ``json_valid``, ``schema_valid``,
+  ``length:N``, a function returning bools): the share of rows that pass is a proportion, and
+  its interval is Wilson's score interval,
+  (p + z²/2n ± z·√(p(1-p)/n + z²/4n²)) / (1 + z²/n) with z = 1.96 — it stays within 0..1
+  and is not a zero-width point at 0% or 100% as the normal approximation would be;
+* other scores: the normal approximation, mean ± z · s / √n with s the sample standard
+  deviation (n - 1), clipped to the scorer's range when it has one (a judge's grades
+  scaled to 0..1; ``Scorer.bounds``). A function's scores have no known range: not clipped.
+
+Latencies are the p50 and p95 (linear interpolation) of the calls' total times.
+Variants can pack rows (``pack=``, see `generate_many`): each row is still scored and
+cached on its own, with its apportioned share of the pack's usage and cost.
 """
 from __future__ import annotations
 
@@ -78,17 +89,32 @@ def _percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def summarize(scores: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) of the 95% interval over the scores that are not NaN."""
+def wilson(passed: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion `passed` / `n`."""
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(scores: list[float], bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of the 95% interval over the scores that are not NaN: Wilson's when every
+    score is 0 or 1, else the normal approximation clipped to `bounds` (see the module docstring)."""
     xs = [x for x in scores if not math.isnan(x)]
     if not xs:
         return math.nan, math.nan, math.nan
-    mean = sum(xs) / len(xs)
-    if len(xs) < 2:
+    n = len(xs)
+    mean = sum(xs) / n
+    if all(x in (0.0, 1.0) for x in xs):
+        return (mean, *wilson(sum(xs), n))
+    if n < 2:
         return mean, math.nan, math.nan
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-    half = Z95 * sd / math.sqrt(len(xs))
-    return mean, mean - half, mean + half
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = Z95 * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return mean, low, high
 
 
 class Evaluation:
@@ -150,9 +176,9 @@ def _prompts(name: str, variant: dict, words: dict, template: str | None, rows: 
     return prompts
 
 
-def _summary_row(name: str, mine: list[dict], judge_cost: float) -> dict:
-    """A variant's line of the summary from its tidy rows."""
-    mean, low, high = summarize([r["score"] for r in mine])
+def _summary_row(name: str, mine: list[dict], judge_cost: float, bounds: tuple[float, float] | None) -> dict:
+    """A variant's line of the summary from its tidy rows (`bounds`: the scorer's range, see `summarize`)."""
+    mean, low, high = summarize([r["score"] for r in mine], bounds)
     latencies = [r["latency_s"] for r in mine if r["latency_s"] is not None and not math.isnan(r["latency_s"])]
     return {"variant": name, "n": len(mine), "score": mean, "ci_low": low, "ci_high": high,
             "errors": sum(r["error"] is not None for r in mine),
@@ -164,8 +190,9 @@ def _summary_row(name: str, mine: list[dict], judge_cost: float) -> dict:
 
 def evaluate(variants, data, score="exact:label", *, template: str | None = None, schema: Any = None,
              namespace: Mapping | None = None, profile: str | None = None, model: str | None = None,
-             system: str | None = None, max_workers: int = 4, cache: str = "use", progress: bool = True,
-             max_retries: int | None = None, **params) -> Evaluation:
+             system: str | None = None, max_workers: int | None = None, cache: str = "use",
+             progress: bool = True, max_retries: int | None = None, pack: int | str | None = None,
+             **params) -> Evaluation:
     """Run each variant over every row of `data` and score the outputs.
 
     `data`: a DataFrame (its columns fill `{name}`s), a list of dicts, or a list/Series of
@@ -173,7 +200,10 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     (default: the variant's prompt is the whole template). `score`: a spec such as
     ``"exact:label"``, a function ``(output, row) -> float | bool``, or ``judge(rubric=…)``.
     ``seed`` is 0 unless given, so servers that honour it answer the same way each run;
-    with the cache a re-run sends nothing. Other keywords are `generate_many`'s.
+    with the cache a re-run sends nothing. ``pack``: rows per request (an integer up to
+    20, or "auto"), for the variants' calls and a judge's; each row is still scored,
+    cached and costed on its own. Other keywords are `generate_many`'s (``max_workers``
+    caps the requests in flight; by default they follow the rate limit and the latency).
     """
     import pandas as pd
 
@@ -184,9 +214,13 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     rows, keys = _rows(data)
     scorer = parse_score(score, schema)
     columns = sorted({k for r in rows for k in r})
+    missing = [c for c in scorer.columns if c not in columns]
+    if missing:  # said before any request is sent
+        raise ConfigError(f"score {scorer.name}: the data has no column {missing[0]!r} (columns: "
+                          f"{', '.join(map(str, columns))})")
     named = _variants(variants, references(template or "") + columns)
     params.setdefault("seed", 0)
-    context = {"max_workers": max_workers, "cache": cache, "progress": progress}
+    context = {"max_workers": max_workers, "cache": cache, "progress": progress, "pack": pack}
     tidy, summary, generations = [], [], {}
     for name, variant in named:
         settings = {k: v for k, v in variant.items() if k in SETTINGS and k not in TEXTS}
@@ -195,7 +229,7 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
         gens = generate_many(prompts, max_workers, profile=settings.pop("profile", None) or profile,
                              model=settings.pop("model", None) or model,
                              system=variant.get("system", system), cache=cache, progress=progress,
-                             max_retries=max_retries, **{**params, **settings})
+                             max_retries=max_retries, pack=pack, **{**params, **settings})
         generations[name] = gens
         outputs = [g.text if g is not None and g.finish_reason != "error" else "" for g in gens]
         before = scorer.cost_usd
@@ -210,5 +244,5 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
                          "latency_s": gen.latency_s if gen else math.nan,
                          "cached": bool(gen and gen.cached),
                          "error": (gen.error if gen else "not run") if failed else None})
-        summary.append(_summary_row(name, tidy[-len(rows):], judge_cost))
+        summary.append(_summary_row(name, tidy[-len(rows):], judge_cost, scorer.bounds))
     return Evaluation(pd.DataFrame(tidy), pd.DataFrame(summary, columns=SUMMARY_COLUMNS), scorer, generations)

@@ -12,8 +12,14 @@ text), validated with `jsonschema`, and an item that fails is asked once more wi
 validation error in the prompt. An item that still fails is a row of missing values
 with its reason in ``_error``; the batch never raises for one item.
 
-Every call goes through `generate_many`: rate limit, concurrency, cache per item,
-progress bar. A warm re-run replays both rounds from the cache and sends nothing.
+Every call goes through `generate_many`: rate limit, in-flight window that follows the
+server's latency, cache per item, progress bar, and packing (``pack=N`` or ``"auto"``:
+several rows per request, each row's part of the answer parsed on its own; a row whose
+part is missing is asked alone). Packing applies where the instructions travel in the
+prompt (``seed``, ``openai-completions``, or ``structured="prompt"``): a ``response_format``
+constrains the whole reply to one object of the schema, so a numbered list of answers
+cannot come back; there ``pack="auto"`` sends one row per request and ``pack=N`` is refused.
+A warm re-run replays both rounds from the cache and sends nothing, packed or not.
 """
 from __future__ import annotations
 
@@ -152,7 +158,8 @@ def fill(template: str | None, item: Any, namespace: Mapping | None) -> str:
 class Extraction:
     """The plumbing of one extraction: prompts, calls, parsing; `frame()` gives the DataFrame."""
 
-    def __init__(self, schema: Any, *, profile: str | None, model: str | None, structured: str) -> None:
+    def __init__(self, schema: Any, *, profile: str | None, model: str | None, structured: str,
+                 pack: int | str | None = None) -> None:
         from ..client import client_for
         self.spec = schema
         self.schema = to_json_schema(schema)
@@ -162,6 +169,10 @@ class Extraction:
         self.mode = _mode(structured, protocol)
         self.extra = {"response_format": response_format(self.schema, name_of(schema))} \
             if self.mode == "response_format" else {}
+        if self.mode == "response_format" and pack not in (None, 1, "auto"):
+            raise ConfigError(f"pack={pack!r} needs the schema in the prompt: with response_format the reply is one "
+                              "object, not a list of answers; pass structured=\"prompt\" to pack, or drop pack")
+        self.pack = pack if self.mode == "prompt" else None
 
     def prompt(self, text: str) -> str:
         return text + instructions(self.schema) if self.mode == "prompt" else text
@@ -169,7 +180,7 @@ class Extraction:
     def run(self, prompts: list[str], call: Mapping[str, Any]) -> list[dict]:
         """One record per prompt: value, error, status, generations."""
         from ..batch import generate_many
-        params = {**call, **self.extra}
+        params = {**call, **self.extra, "pack": self.pack}
         first = generate_many([self.prompt(p) for p in prompts], **params)
         records = [self._record(g) for g in first]
         again = [i for i, r in enumerate(records) if r["status"] == "invalid"]
@@ -231,8 +242,9 @@ def _short(text: str, width: int = 300) -> str:
 
 def extract(texts, schema, *, template: str | None = None, namespace: Mapping | None = None,
             profile: str | None = None, model: str | None = None, system: str | None = None,
-            structured: str = "auto", details: bool = False, max_workers: int = 4, cache: str = "use",
-            progress: bool = True, max_retries: int | None = None, **params):
+            structured: str = "auto", details: bool = False, max_workers: int | None = None,
+            cache: str = "use", progress: bool = True, max_retries: int | None = None,
+            pack: int | str | None = None, **params):
     """Extract `schema`'s fields from each text into a pandas DataFrame.
 
     `texts`: a list or Series of texts, or a DataFrame whose rows fill `template`'s
@@ -243,10 +255,13 @@ def extract(texts, schema, *, template: str | None = None, namespace: Mapping | 
     ``structured``: "auto" (response_format for the openai protocol, else instructions
     in the prompt), "response_format" or "prompt". ``details=True`` adds ``_status``
     (ok / repaired / retried / failed), ``_raw``, ``_calls``, ``_tokens``, ``_cost_usd``.
-    Counts for the whole run are in ``df.attrs["nb_model"]``. Other keywords are
-    `generate_many`'s (``max_workers``, ``cache``, ``progress``, generation parameters).
+    Counts for the whole run are in ``df.attrs["nb_model"]``. ``pack``: rows per request
+    (an integer up to 20, or "auto"), in prompt mode only (see the module's docstring).
+    Other keywords are `generate_many`'s (``max_workers``: a cap on requests in flight,
+    by default as many as the rate limit and the observed latency call for; ``cache``,
+    ``progress``, generation parameters).
     """
-    run = Extraction(schema, profile=profile, model=model, structured=structured)
+    run = Extraction(schema, profile=profile, model=model, structured=structured, pack=pack)
     items, index = items_of(texts)
     if items and template is None and not all(isinstance(i, str) for i in items):
         raise ConfigError("extract: the items are not texts: pass template='...{column}...' to build each prompt")

@@ -26,11 +26,15 @@ def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], Non
     from IPython.core.error import UsageError
     from IPython.display import display
 
+    from ..batch.magic import pack_option
     from ..display.datasets import extract_line, show_record
 
     _checked(args, ns)
     call = settings.call()
     template = cell.strip("\n")
+    pack = pack_option(getattr(args, "pack", None))
+    if pack is not None and not args.over:
+        raise UsageError("--pack packs the rows of --over VAR into requests: add --over VAR or drop --pack")
     try:
         from .schema import parse_spec
         schema = parse_spec(args.schema, ns) if args.schema else None
@@ -41,12 +45,12 @@ def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], Non
                                                                                   "length"):
                 score = ns[score]  # a scorer function of the notebook
             result = evaluate(args.compare, ns[args.over], score, template=template or None, schema=schema,
-                              namespace=ns, max_workers=args.workers, **call)
+                              namespace=ns, max_workers=args.workers, pack=pack, **call)
             display(result)
         elif args.over:
             from .extract import extract
             result = extract(ns[args.over], schema, template=template, namespace=ns, max_workers=args.workers,
-                             **call)
+                             pack=pack, **call)
             display(result)
             print(extract_line(result.attrs["nb_model"]))
         else:

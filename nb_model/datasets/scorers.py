@@ -25,12 +25,15 @@ from ..errors import ConfigError
 
 SPECS = "exact:COL, contains:COL, regex:PATTERN, json_valid, schema_valid, length[:N]"
 _END = " \t\n.!?。！？\"'`"
+UNIT = (0.0, 1.0)
 
 
 class Scorer:
     """Scores a whole column of outputs; `cost_usd` and `tokens` are what scoring itself spent."""
 
     name = "score"
+    bounds: tuple[float, float] | None = None  # the range of the scores, when known (the interval is clipped)
+    columns: tuple[str, ...] = ()  # the data's columns the scorer reads (checked before anything is sent)
 
     def __init__(self) -> None:
         self.cost_usd = 0.0
@@ -41,9 +44,10 @@ class Scorer:
 
 
 class _PerItem(Scorer):
-    def __init__(self, name: str, fn: Callable[[str, Mapping], Any]) -> None:
+    def __init__(self, name: str, fn: Callable[[str, Mapping], Any],
+                 bounds: tuple[float, float] | None = None) -> None:
         super().__init__()
-        self.name, self.fn = name, fn
+        self.name, self.fn, self.bounds = name, fn, bounds
 
     def score_all(self, outputs, rows, context):
         out = []
@@ -89,30 +93,33 @@ def parse_score(spec: Any, schema: Any = None) -> Scorer:
     if kind in ("exact", "contains") and arg.strip():
         col = arg.strip()
         if kind == "exact":
-            return _PerItem(spec, lambda out, row: _norm(out) == _norm(_column(row, col, spec)))
-        return _PerItem(spec, lambda out, row: _norm(_column(row, col, spec)) in _norm(out))
+            scorer = _PerItem(spec, lambda out, row: _norm(out) == _norm(_column(row, col, spec)), UNIT)
+        else:
+            scorer = _PerItem(spec, lambda out, row: _norm(_column(row, col, spec)) in _norm(out), UNIT)
+        scorer.columns = (col,)
+        return scorer
     if kind == "regex" and arg:
         try:
             pattern = re.compile(arg)
         except re.error as exc:
             raise ConfigError(f"score {spec}: the pattern does not compile ({exc})") from None
-        return _PerItem(spec, lambda out, row: pattern.search(out or "") is not None)
+        return _PerItem(spec, lambda out, row: pattern.search(out or "") is not None, UNIT)
     if kind == "json_valid" and not arg:
-        return _PerItem(spec, _parses)
+        return _PerItem(spec, _parses, UNIT)
     if kind == "schema_valid" and not arg:
         if schema is None:
             raise ConfigError("score schema_valid needs the schema: evaluate(..., schema=...) or --schema SPEC")
         from .extract import validator_for
         from .schema import to_json_schema
         validator = validator_for(to_json_schema(schema))
-        return _PerItem(spec, lambda out, row: _valid(out, validator))
+        return _PerItem(spec, lambda out, row: _valid(out, validator), UNIT)
     if kind == "length":
         from ..tokens import estimate_tokens
         if not arg:
             return _PerItem(spec, lambda out, row: estimate_tokens(out or ""))
         if arg.strip().isdigit():
             most = int(arg)
-            return _PerItem(spec, lambda out, row: estimate_tokens(out or "") <= most)
+            return _PerItem(spec, lambda out, row: estimate_tokens(out or "") <= most, UNIT)
     raise ConfigError(f"unknown score {spec!r}: use one of {SPECS}, e.g. exact:label")
 
 
@@ -154,6 +161,7 @@ class Judge(Scorer):
         self.rubric, self.profile, self.model, self.low, self.high = rubric, profile, model, low, high
         self.template, self.params = template, params
         self.name = f"judge({_short(rubric)})"
+        self.bounds = UNIT
 
     def schema(self) -> dict:
         return {"type": "object", "additionalProperties": False, "required": ["score", "reason"],
@@ -164,9 +172,13 @@ class Judge(Scorer):
         from .extract import extract
         items = [{"output": o, "data": json.dumps({k: str(v) for k, v in row.items()}, ensure_ascii=False),
                   "rubric": self.rubric, "low": self.low, "high": self.high} for o, row in zip(outputs, rows)]
-        kw = {k: v for k, v in context.items() if k in ("max_workers", "cache", "progress")}
+        kw = {k: v for k, v in context.items() if k in ("max_workers", "cache", "progress", "pack")}
+        if kw.get("pack") not in (None, "auto") and self.params.get("structured", "auto") == "auto":
+            from ..client import client_for
+            if client_for(self.profile, model=self.model).profile.protocol == "openai":
+                kw["pack"] = None  # the judge answers through response_format, one grade per request
         df = extract(items, self.schema(), template=self.template, profile=self.profile, model=self.model,
-                     **kw, **self.params)
+                     **{**kw, **self.params})
         info = df.attrs["nb_model"]
         self.cost_usd += info["cost_usd"]
         self.tokens += info["tokens"]

@@ -8,7 +8,6 @@ from ..textwidth import shorten
 from .live import in_kernel
 from .table import table
 
-
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 

@@ -112,7 +112,7 @@ class RelayProfile:
         completion = max((body[name] for name in given), default=0)
         messages = body.get("messages")
         framing = MESSAGE_TOKENS * len(messages) + REPLY_TOKENS if isinstance(messages, list) else 0
-        return json.dumps(body).encode(), completion + estimate_tokens(prompt_text(body)) + framing
+        return json.dumps(body).encode(), completion + estimate_tokens(prompt_text(body), bound=True) + framing
 
     def upstream(self, path: str) -> tuple[str, str] | None:
         """(upstream URL, protocol) for a relay path, None if this profile does not serve it."""

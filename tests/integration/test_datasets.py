@@ -270,6 +270,9 @@ def test_bad_inputs_are_one_line(sandbox, use_endpoint):
         evaluate(["{item}"], ["a"], score="exactly:label", progress=False)
     with pytest.raises(ConfigError, match="no column 'label'"):
         evaluate(["{item}"], [{"item": "a"}], score="exact:label", progress=False)
+    with pytest.raises(ConfigError, match="no column 'answer'"):
+        evaluate("temperature=0,1", [{"item": "a"}], template="{item}", score="contains:answer", progress=False)
+    assert settled(sandbox, 0)["requests"] == 0  # said before anything is sent
     with pytest.raises(ConfigError, match="not texts"):
         extract([{"a": 1}], FIELDS, progress=False)
     assert nb_model.extract is extract and nb_model.evaluate is evaluate
@@ -311,3 +314,111 @@ def test_builtin_scorers_on_known_outputs():
     assert scores(lambda out, row: len(out) > row["n"]) == [1, 1, 1, 1, 0]
     with pytest.raises(ConfigError, match="does not compile"):
         parse_score("regex:(")
+
+
+# -- packing, the in-flight window, the interval, a light %load_ext ---------------------------------------
+def test_extract_packs_rows_and_each_row_is_cached_on_its_own(sandbox, use_endpoint, monkeypatch, tmp_path):
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    use_endpoint(sandbox)
+    check_rows(extract(REVIEWS, FIELDS, progress=False, pack=3))
+    assert settled(sandbox, 1)["requests"] == 1  # three rows, one request
+    sandbox.reset()
+    warm = extract(REVIEWS, FIELDS, progress=False)  # unpacked: every row from the cache
+    assert settled(sandbox, 0)["requests"] == 0 and warm.attrs["nb_model"]["cached"] == 3
+    check_rows(warm)
+
+
+def test_response_format_does_not_pack(sandbox, use_endpoint):
+    use_endpoint(sandbox, protocol="openai")
+    with pytest.raises(ConfigError, match="pack=3 needs the schema in the prompt"):
+        extract(REVIEWS, FIELDS, progress=False, pack=3, cache="off")
+    assert settled(sandbox, 0)["requests"] == 0
+    check_rows(extract(REVIEWS, FIELDS, progress=False, pack="auto", cache="off"))  # one row per request
+    assert settled(sandbox, 3)["requests"] == 3
+    sandbox.reset()
+    check_rows(extract(REVIEWS, FIELDS, progress=False, pack=3, structured="prompt", cache="off"))
+    assert settled(sandbox, 1)["requests"] == 1
+
+
+def test_schema_magic_over_rows_with_pack(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    shell.user_ns["reviews"] = REVIEWS
+    res, cap = run(shell, '%%generate --over reviews --schema "sentiment:pos|neg|neu, price:float, product:str" '
+                          '--pack 3 --no-cache -o df\n{item}')
+    assert res.success, cap.stderr
+    check_rows(shell.user_ns["df"])
+    assert settled(sandbox, 1)["requests"] == 1
+    res, cap = run(shell, '%%generate --schema "a:int" --pack 3\nx')
+    assert not res.success and "--pack packs the rows of --over VAR" in cap.stderr
+
+
+def test_evaluate_packs_the_variants_and_the_judge(sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    data = labelled(10)
+    variant = "Classify the sentiment. Answer with one word: positive, negative or neutral. {review}"
+    grader = judge("The answer names the review's sentiment")
+    plain = evaluate([variant], data, score=grader, cache="off", progress=False)
+    assert settled(sandbox, 20)["requests"] == 20  # 10 answers, 10 grades
+    sandbox.reset()
+    packed = evaluate([variant], data, score=judge("The answer names the review's sentiment"), cache="off",
+                      progress=False, pack=5)
+    assert settled(sandbox, 4)["requests"] == 4  # 2 packs of answers, 2 packs of grades
+    assert packed.rows["output"].tolist() == plain.rows["output"].tolist()
+    assert packed.rows["score"].tolist() == plain.rows["score"].tolist()
+    assert packed.summary["tokens"].iloc[0] == packed.rows[["tokens_in", "tokens_out"]].to_numpy().sum()
+
+
+def test_extract_and_evaluate_keep_as_many_requests_in_flight_as_the_rate_allows(use_endpoint):
+    from nb_model.batch import last_run
+    from nb_model.sandbox import SandboxServer
+    with SandboxServer(port=0, qps=20, token_rate=25) as server:  # a JSON answer of ~20 pieces: ~0.8 s
+        use_endpoint(server)
+        texts = [f"The lamp number {i} is fine." for i in range(16)]
+        df = extract(texts, {"product": str}, cache="off", progress=False)
+        assert df["_error"].isna().all() and last_run["peak_in_flight"] > 8, last_run  # 4 workers: 4
+        evaluate(["Name the product: {item}"], texts, score="contains:item", cache="off", progress=False)
+        assert last_run["peak_in_flight"] > 8, last_run
+
+
+def test_proportions_get_wilsons_interval_and_bounded_scores_are_clipped(sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    data = [{"text": t, "ok": ok} for t, ok in zip(["alpha", "beta", "gamma", "delta", "epsilon"],
+                                                     [True, True, True, True, False])]
+    ev = evaluate(["Write about {text}."], data, score=lambda out, row: row["ok"], progress=False)
+    row = ev.summary.iloc[0]
+    # by hand, Wilson with p = 4/5, n = 5, z = 1.959964: z²/n = 0.768292; centre (0.8 + 0.384146) / 1.768292
+    # = 0.669655; root sqrt(0.8 · 0.2 / 5 + 3.841459 / 100) = sqrt(0.0704146) = 0.265357; half-width
+    # 1.959964 / 1.768292 · 0.265357 = 0.294122 -> 0.375533 .. 0.963777
+    assert row["score"] == pytest.approx(0.8)
+    assert row["ci_low"] == pytest.approx(0.375533, abs=1e-5) and row["ci_high"] == pytest.approx(0.963777, abs=1e-5)
+    everyone = evaluate(["Write about {text}."], data, score=lambda out, row: True, progress=False).summary.iloc[0]
+    # 5 of 5: centre 1.384146 / 1.768292 = 0.782758, half 1.108393 · sqrt(0.0384146) = 0.217241 -> 0.565517 .. 1
+    assert everyone["ci_low"] == pytest.approx(0.565517, abs=1e-5) and everyone["ci_high"] == 1.0
+    from nb_model.datasets.evaluate import summarize
+    mean, low, high = summarize([0.75, 1.0, 1.0], (0.0, 1.0))  # a judge's grades: within 0..1
+    assert mean == pytest.approx(2.75 / 3) and high == 1.0 and low < mean
+    assert summarize([0.75, 1.0, 1.0])[2] > 1.0  # a function's scores have no known range: not clipped
+    assert judge("r").bounds == (0.0, 1.0)  # a judge's grades are scaled to 0..1
+
+
+def test_loading_the_extension_imports_no_dataset_library():
+    import subprocess
+    import sys
+    code = ("import sys; from IPython.core.interactiveshell import InteractiveShell; "
+            "InteractiveShell.instance().run_line_magic('load_ext', 'nb_model'); "
+            "print(sorted(m for m in ('pandas', 'jsonschema', 'json_repair', 'matplotlib', 'nb_model.datasets') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
+
+
+def test_a_judge_behind_response_format_grades_one_row_per_request_when_the_variants_pack(use_endpoint):
+    from nb_model.sandbox import SandboxServer
+    with SandboxServer(port=0, qps=0) as server:
+        use_endpoint(server, protocol="openai")
+        data = labelled(6)
+        grader = judge("The answer names the review's sentiment")
+        ev = evaluate(["Answer with one word: positive, negative or neutral. {review}"], data, score=grader,
+                      cache="off", progress=False, pack=3)
+        assert ev.rows["score"].notna().all() and grader.tokens > 0
+        assert settled(server, 8)["requests"] == 2 + 6  # the answers in 2 packs, the grades one by one

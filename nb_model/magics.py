@@ -15,7 +15,6 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import TraitError, observe, validate
 
 from . import params
-from .display.table import table
 from .errors import ConfigError, Interrupted, NbModelError
 from .out_names import out_name_problem
 
@@ -221,6 +220,7 @@ class NbModel(Magics):
 def cmd_config(magics: NbModel, args: list[str]) -> None:
     """Effective settings: profile, endpoint, protocol, model, limits, key set/unset."""
     from .config import resolve_profile
+    from .display.table import table
     profile = resolve_profile(magics.profile)
     rows = [("profile", profile.name)] + [(k, str(v)) for k, v in profile.summary().items() if k != "name"]
     rows += params.config_rows(magics)
@@ -230,6 +230,7 @@ def cmd_config(magics: NbModel, args: list[str]) -> None:
 def cmd_profiles(magics: NbModel, args: list[str]) -> None:
     """Known profiles; the default is marked with *."""
     from .config import default_profile_name, load_profiles, profiles_path, redact_url
+    from .display.table import table
     profiles, file_default = load_profiles()
     default = magics.profile or default_profile_name(profiles, file_default)
     rows = []
@@ -244,6 +245,7 @@ def cmd_profiles(magics: NbModel, args: list[str]) -> None:
 
 def cmd_help(magics: NbModel, args: list[str]) -> None:
     """This list."""
+    from .display.table import table
     rows = []
     for name in sorted(SUBCOMMANDS):
         module, func = SUBCOMMANDS[name].split(":")

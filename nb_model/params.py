@@ -10,16 +10,14 @@ Foundations: this module imports nothing of nb_model's and nothing heavy (traitl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .errors import ConfigError
 
 FORMATS = ("text", "markdown", "code", "json", "html")
 
 
-@dataclass(frozen=True)
-class Knob:
+class Knob(NamedTuple):
     """How the panel shows a numeric setting: a widget class of ipywidgets, its range, step and the value
     it starts at when neither the caller nor the profile gives one."""
 
@@ -30,8 +28,9 @@ class Knob:
     start: float = 0
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
+    """One row of the table (a NamedTuple, not a dataclass: `%load_ext` pays for this module's import)."""
+
     name: str
     kind: type  # the Python type of a value (what --compare converts each value to)
     flags: tuple[str, ...] = ()  # %%generate options; () for settings the magic spells elsewhere
@@ -124,20 +123,23 @@ def merge(*layers: Mapping[str, Any] | None, names: Iterable[str] | None = None)
     return {n: next((layer[n] for layer in layers if layer.get(n) is not None), None) for n in names}
 
 
-@dataclass
 class Settings:
     """What a `%%generate` cell runs with: its options over the `%config NbModel` values (made by `merge`).
 
     The cell's modes (`--compare`, `--over`, `--schema`, `--context`, `--tools`) receive this, not the magic.
-    A profile's own defaults apply later, in the client, for the profile each request uses."""
+    A profile's own defaults apply later, in the client, for the profile each request uses. `params`: the
+    generation parameters (None: unset)."""
 
-    profile: str | None = None
-    model: str | None = None
-    system: str | None = None
-    format: str = "text"
-    stream: bool = True
-    cache: str = "use"
-    params: dict[str, Any] = field(default_factory=dict)  # the generation parameters (None: unset)
+    __slots__ = ("profile", "model", "system", "format", "stream", "cache", "params")
+
+    def __init__(self, *, profile: str | None = None, model: str | None = None, system: str | None = None,
+                 format: str = "text", stream: bool = True, cache: str = "use",
+                 params: dict[str, Any] | None = None) -> None:
+        self.profile, self.model, self.system, self.format = profile, model, system, format
+        self.stream, self.cache, self.params = stream, cache, dict(params or {})
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     def call(self) -> dict[str, Any]:
         """Keyword arguments of generate_many / extract / evaluate: the set parameters and the rest."""

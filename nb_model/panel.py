@@ -96,8 +96,9 @@ class Panel:
         outside = {k: v for k, v in given.items() if v is not None and table.BY_NAME[k].knob
                    and not _fits(table.BY_NAME[k].knob, v, prof.max_tokens_cap)}
         if outside:
-            raise ConfigError(f"the panel's knobs take top_p from 0.05 and top_k up to 1000, got "
-                              f"top_p={top_p}, top_k={top_k}")
+            top_p_knob, top_k_knob = table.BY_NAME["top_p"].knob, table.BY_NAME["top_k"].knob
+            raise ConfigError(f"the panel's knobs take top_p from {top_p_knob.low:g} and top_k up to "
+                              f"{top_k_knob.high:g}, got top_p={top_p}, top_k={top_k}")
         self.profiles = load_profiles()[0]
         defaults = prof.defaults
         wide = w.Layout(width="98%")
@@ -402,6 +403,6 @@ def _next_input_lands(shell) -> bool:
 def cmd_panel(magics, words: list[str]) -> Panel:
     """A prompt workbench (widgets): knobs, Generate/Stop, compare, history; words after it = prompt."""
     configured = {n: getattr(magics, n) for n in table.TRAITS}
-    knobs = {n: configured[n] for n in ("model", "temperature", "top_p", "top_k", "max_tokens", "language", "system")}
+    knobs = {n: configured[n] for n in table.PANEL if n != "profile"}
     return Panel(" ".join(words), profile=configured["profile"], stream=configured["stream"], shell=magics.shell,
                  **knobs)

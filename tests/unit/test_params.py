@@ -101,3 +101,10 @@ def test_one_table_aligns_by_display_width_without_trailing_spaces():
     text = textwidth.table([("名前", "x", ""), ("ab", "yy", "z")])
     assert text.splitlines() == ["名前  x", "ab    yy  z"]
     assert textwidth.table([]) == ""
+
+
+def test_the_panel_refuses_values_outside_its_knobs_in_one_line():
+    from nb_model.panel import Panel
+    with pytest.raises(ConfigError, match=r"^the panel's knobs take top_p from 0.05 and top_k up to 1000, "
+                                          r"got top_p=0.01, top_k=None$"):
+        Panel("hi", top_p=0.01)

@@ -150,7 +150,7 @@ def test_items_give_up_after_the_outage_budget(use_endpoint):
         got = generate_many([f"doomed {i}" for i in range(6)], cache="off", progress=False, max_tokens=5,
                             outage_budget=1.5)
         assert time.perf_counter() - t < 8
-        assert all(g.finish_reason == "error" and "HTTP 503" in g.error and "attempts" in g.error for g in got)
+        assert all(g.finish_reason == "error" and "HTTP 503" in g.error and "attempt" in g.error for g in got)
         assert all("\n" not in g.error for g in got)
         server.clear_faults()
 
@@ -225,7 +225,7 @@ def test_redis_killed_mid_batch_loses_nothing_and_stays_under_the_limit(tmp_path
                 assert "limiting this process alone to 5 requests/s (2 processes were sharing 10/s)" in stderr
             stats = server.wait_idle()
             assert sum(o["ok"] for o in outs) == 100 and not any(o["errors"] for o in outs)
-            assert stats["by_status"].get("429", 0) <= 4, stats  # each process at its share, not 10/s each
+            assert stats["by_status"].get("429", 0) <= 8, stats  # each process at its share (10/s each: 13 or more)
             assert list(conn.scan_iter("*:sharers"))  # the shared schedule took over again once Redis was back
     finally:
         proc.kill()

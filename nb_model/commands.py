@@ -27,10 +27,7 @@ def _size(n: int) -> str:
 
 
 def _table(rows: list[tuple]) -> None:
-    """Columns aligned by display width (a CJK character takes two columns)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(textwidth.width(r[i]) for r in cells) for i in range(len(cells[0]))]
-    print("\n".join("  ".join(textwidth.ljust(c, w) for c, w in zip(r, widths)).rstrip() for r in cells))
+    print(textwidth.table(rows))
 
 
 def _count(words: list[str], default: int) -> int:

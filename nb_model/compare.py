@@ -13,18 +13,13 @@ so variants run concurrently and can be stopped from another thread.
 """
 from __future__ import annotations
 
-import html
 import itertools
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ConfigError, Interrupted, NbModelError
-from .frontend import ERROR, MUTED, NO_MATH, WARN
-
-SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int,
-            "language": str, "model": str, "profile": str, "system": str, "prompt": str}
-TEXTS = ("system", "prompt")  # values separated by | (they may contain commas)
+from .params import SETTINGS, TEXTS  # noqa: F401 - what a spec may vary; TEXTS: values separated by |
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 STOP_GRACE_S = 0.4  # a stopped job still running after this is left behind with its partial text
 EXAMPLE = '"temperature=0.2,0.8; top_p=0.5,1"'
@@ -191,56 +186,15 @@ def _wait_stopped(jobs: list[Job]) -> None:
             job.abandon()
 
 
-# -- rendering -------------------------------------------------------------
-def text_html(text: str) -> str:
-    return ('<div style="white-space:pre-wrap;word-break:break-word;text-align:left;line-height:1.45;font-family:'
-            f'var(--jp-code-font-family,monospace);font-size:90%">{html.escape(text)}</div>')
-
-
-def stats_html(gen, *, cap: int | None = None, error: str | None = None) -> str:
-    """The footer line (model, tokens, ttft, total, cost, cached), warnings and an error, as HTML."""
-    from .display import footer_line
-
-    if error and not gen.text:
-        return error_html(error)
-    line, warnings = footer_line(gen, cap=cap)
-    out = [f'<div class="{NO_MATH}" style="color:{MUTED};font-size:85%;line-height:1.4">{html.escape(line)}</div>']
-    out += [f'<div class="{NO_MATH}" style="{WARN};font-size:85%;line-height:1.4">⚠ {html.escape(w)}</div>' for w in warnings]
-    if error:
-        out.append(error_html(error))
-    return "".join(out)
-
-
-def error_html(message: str) -> str:
-    return f'<div class="{NO_MATH}" style="{ERROR};font-size:90%;line-height:1.4">⚠ {html.escape(message)}</div>'
-
-
-def table_bundle(jobs: list[Job]) -> tuple[dict, dict]:
-    """(MIME bundle, metadata) of the variants side by side; text/plain has no timings (nbval-stable)."""
-    head = "".join(f'<th style="text-align:left">{html.escape(j.label)}</th>' for j in jobs)
-    body = "".join(f'<td style="vertical-align:top;text-align:left">{text_html(j.text)}</td>' for j in jobs)
-    stats = "".join(f'<td style="vertical-align:top;text-align:left">{stats_html(j.generation, cap=j.cap, error=j.error)}</td>'
-                    for j in jobs)
-    table = (f'<table class="nb-model-compare" style="table-layout:fixed;width:100%"><thead><tr>{head}</tr></thead>'
-             f"<tbody><tr>{body}</tr><tr>{stats}</tr></tbody></table>")
-    plain = []
-    for j in jobs:
-        g = j.generation
-        plain += [f"== {j.label} ==", j.text.rstrip("\n"),
-                  f"-- {g.model or g.profile} · {g.usage.label()} · "
-                  f"finish: {g.finish_reason or '?'}" + (f" · error: {j.error}" if j.error else "")]
-    meta = {"nb_model": {"compare": [{"label": j.label, **{k: v for k, v in j.generation.to_dict().items()
-                                                          if k != "text"}} for j in jobs]}}
-    return {"text/html": table, "text/plain": "\n".join(plain)}, meta
-
-
 # -- the magic -------------------------------------------------------------
-def run_magic(magics, args, cell: str) -> None:
+def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], None]) -> None:
     """`%%generate --compare SPEC`: run the variants concurrently, then show one table."""
     from IPython.core.error import UsageError
     from IPython.display import display
 
-    from .display import show_notice
+    from .display import in_kernel, show_notice
+    from .display.compare import table_bundle
+    from .display.frontend import LiveColumns
     from .template import references
 
     for other in ("chat", "over"):
@@ -249,18 +203,14 @@ def run_magic(magics, args, cell: str) -> None:
     if args.format not in (None, "text"):
         raise UsageError(f"--compare shows the variants as text side by side; drop -f {args.format}")
     template = cell.strip("\n")
-    namespace = None if args.no_interpolate else magics.shell.user_ns
+    namespace = None if args.no_interpolate else ns
     try:
         variants = parse_compare(args.compare, () if namespace is None else references(template))
-        jobs = start_jobs(variants, template=template, namespace=namespace,
-                          system=args.system or magics.system, profile=args.profile or magics.profile,
-                          model=args.model or magics.model, params=magics.params(args),
-                          stream=magics.stream and not args.no_stream, on_retry=show_notice,
-                          cache=args.cache)
+        jobs = start_jobs(variants, template=template, namespace=namespace, system=settings.system,
+                          profile=settings.profile, model=settings.model, params=settings.params,
+                          stream=settings.stream, on_retry=show_notice, cache=settings.cache)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    from .display import in_kernel
-    from .frontend import LiveColumns
     live = LiveColumns(jobs) if in_kernel() else None
     interrupted = False
     try:
@@ -271,7 +221,7 @@ def run_magic(magics, args, cell: str) -> None:
         live.finish()
     bundle, meta = table_bundle(jobs)
     display(bundle, raw=True, metadata=meta)
-    magics._store(args, [j.generation for j in jobs])
+    store([j.generation for j in jobs])
     if interrupted:
         raise Interrupted("stopped by user; partial texts kept")
     failed = [j for j in jobs if j.exc is not None]

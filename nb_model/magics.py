@@ -4,14 +4,17 @@ Defaults can be set with `%config NbModel.temperature = 0.2` (any of the traits 
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import shlex
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import TraitError, observe, validate
 
+from . import params
 from .errors import ConfigError, Interrupted, NbModelError
 from .out_names import out_name_problem
 
@@ -32,17 +35,9 @@ SUBCOMMANDS = {
 class NbModel(Magics):
     """Cell magic `%%generate` and line magic `%generate SUBCOMMAND`."""
 
-    profile = Unicode(None, allow_none=True, help="Default profile name.").tag(config=True)
-    model = Unicode(None, allow_none=True, help="Default model.").tag(config=True)
-    max_tokens = Int(None, allow_none=True, help="Default max_tokens.").tag(config=True)
-    temperature = Float(None, allow_none=True, help="Default temperature.").tag(config=True)
-    top_p = Float(None, allow_none=True, help="Default top_p.").tag(config=True)
-    top_k = Int(None, allow_none=True, help="Default top_k.").tag(config=True)
-    language = Unicode(None, allow_none=True, help="Default language code.").tag(config=True)
-    system = Unicode(None, allow_none=True, help="Default system text.").tag(config=True)
-    format = CaselessStrEnum(["text", "markdown", "code", "json", "html"], default_value="text",
-                             help="Default output format.").tag(config=True)
-    stream = Bool(True, help="Stream text as it arrives.").tag(config=True)
+    # profile, model, max_tokens, temperature, top_p, top_k, language, system, format, stream: one trait per
+    # row of the parameter table that has one (a class body's locals() is its namespace)
+    locals().update(params.traits())
 
     def __init__(self, shell=None, **kwargs) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -67,16 +62,7 @@ class NbModel(Magics):
         set_session_profile(change.new)
 
     @magic_arguments()
-    @argument("-p", "--profile", help="profile name (see %%generate profiles)")
-    @argument("-m", "--model", help="model name, overrides the profile's")
-    @argument("--max-tokens", type=int, dest="max_tokens", help="most tokens to generate (1..profile cap, 2048 for the seed API)")
-    @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2 (0 = greedy)")
-    @argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass, (0, 1]")
-    @argument("--top-k", type=int, dest="top_k", help="sample among the k likeliest tokens")
-    @argument("--language", help="answer language code, e.g. en, zh, fr")
-    @argument("--seed", type=int, help="sampling seed, where the server supports it")
-    @argument("-s", "--system", help="system text (instructions)")
-    @argument("-f", "--format", choices=["text", "markdown", "code", "json", "html"], help="how to show the answer")
+    @params.table_arguments  # -p, -m, --max-tokens, -t, --top-p, --top-k, --language, --seed, -s, -f
     @argument("-o", "--out", metavar="VAR", help="store the Generation in this variable")
     @argument("--no-stream", action="store_true", dest="no_stream", help="wait for the whole answer")
     @argument("--no-interpolate", action="store_true", dest="no_interpolate", help="send {braces} as written")
@@ -140,56 +126,52 @@ class NbModel(Magics):
             raise UsageError("--chat needs a conversation name, e.g. --chat notes (or --chat alone for 'default')")
         if args.tools is not None and args.context is not None:
             raise UsageError("use either --tools or --context, not both")
+        settings = params.cell_settings(args, self)
+        ns = self.shell.user_ns
+        store = functools.partial(self._store, args)
         if args.tools is not None:
+            from .chat import conversation
             from .tools.magic import run_magic as run_tools
-            return run_tools(self, args, cell)
+            return run_tools(settings, args, cell, ns=ns, chats=functools.partial(conversation, self.shell),
+                             store=store)
         if args.k is not None and args.context is None:
             raise UsageError("--k needs --context (the documents to retrieve from)")
         if args.k is not None and args.k < 1:
             raise UsageError(f"--k must be at least 1, got {args.k}")
         if args.context is not None:
+            from .chat import conversation
             from .retrieval.magic import run_magic as run_grounded
-            return run_grounded(self, args, cell)
+            return run_grounded(settings, args, cell, ns=ns, chats=functools.partial(conversation, self.shell),
+                                answer=lambda prompt: self._run(settings, args, prompt, None))
         if args.schema or args.score:
             from .datasets.magic import run_magic as run_dataset
-            return run_dataset(self, args, cell)
+            return run_dataset(settings, args, cell, ns=ns, store=store)
         if args.compare is not None:
             from .compare import run_magic
-            return run_magic(self, args, cell)
+            return run_magic(settings, args, cell, ns=ns, store=store)
         if args.over:
-            from .batch import run_magic as run_over
-            return run_over(self, args, cell)
-        return self.run_cell(args, cell)
+            from .batch.magic import run_magic as run_over
+            return run_over(settings, args, cell, ns=ns, store=store)
+        self._run(settings, args, cell, None if args.no_interpolate else ns)
 
     # -- the cell -------------------------------------------------------
-    def params(self, args) -> dict:
-        names = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
-        return {n: getattr(args, n, None) if getattr(args, n, None) is not None else getattr(self, n, None)
-                for n in names}
-
-    def prompt(self, args, cell: str) -> str:
-        from .template import fill
-        body = cell.strip("\n")
-        return body if args.no_interpolate else fill(body, self.shell.user_ns)
-
-    def run_cell(self, args, cell: str):
+    def _run(self, settings: params.Settings, args, cell: str, namespace) -> Any:
+        """Stream one answer into the cell's output, then its footer; returns the Generation."""
         from .chat import conversation
         from .client import client_for
         from .display import LiveOutput, show_footer, show_notice
+        from .template import cell_prompt
 
-        fmt = args.format or self.format
         try:
             chat = conversation(self.shell, args.chat) if args.chat else None
-            prompt = self.prompt(args, cell)
-            client = client_for(args.profile or self.profile, model=args.model or self.model)
-            stream = client.stream(prompt, system=args.system or self.system,
-                                   messages=chat.messages() if chat else None,
-                                   cache=args.cache,
-                                   stream=self.stream and not args.no_stream, on_retry=show_notice,
-                                   **self.params(args))
+            prompt = cell_prompt(cell, namespace)
+            client = client_for(settings.profile, model=settings.model)
+            stream = client.stream(prompt, system=settings.system, messages=chat.messages() if chat else None,
+                                   cache=settings.cache, stream=settings.stream, on_retry=show_notice,
+                                   **settings.params)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-        live = LiveOutput(fmt)
+        live = LiveOutput(settings.format)
         deltas = iter(stream)
         try:
             try:
@@ -215,6 +197,7 @@ class NbModel(Magics):
         if chat:
             chat.add(prompt, gen)
         self._store(args, gen)
+        return gen
 
     def _store(self, args, gen) -> None:
         self.last_generation = gen
@@ -234,27 +217,20 @@ class NbModel(Magics):
             raise UsageError(str(exc)) from None
 
 
-def _table(rows: list[tuple[str, str]]) -> None:
-    from .textwidth import ljust, width
-    columns = max((width(k) for k, _ in rows), default=0)
-    print("\n".join(f"{ljust(k, columns)}  {v}" for k, v in rows))
-
-
 def cmd_config(magics: NbModel, args: list[str]) -> None:
     """Effective settings: profile, endpoint, protocol, model, limits, key set/unset."""
     from .config import resolve_profile
+    from .display.table import table
     profile = resolve_profile(magics.profile)
     rows = [("profile", profile.name)] + [(k, str(v)) for k, v in profile.summary().items() if k != "name"]
-    defaults = {n: getattr(magics, n) for n in ("model", "max_tokens", "temperature", "top_p", "top_k",
-                                                  "language", "system") if getattr(magics, n) is not None}
-    rows += [(f"%config NbModel.{k}", repr(v)) for k, v in defaults.items()]
-    rows += [("format", magics.format), ("stream", str(magics.stream))]
-    _table(rows)
+    rows += params.config_rows(magics)
+    table(rows)
 
 
 def cmd_profiles(magics: NbModel, args: list[str]) -> None:
     """Known profiles; the default is marked with *."""
     from .config import default_profile_name, load_profiles, profiles_path, redact_url
+    from .display.table import table
     profiles, file_default = load_profiles()
     default = magics.profile or default_profile_name(profiles, file_default)
     rows = []
@@ -263,19 +239,20 @@ def cmd_profiles(magics: NbModel, args: list[str]) -> None:
         mark = "*" if name == default else " "
         where = redact_url(p.endpoint) if p.endpoint else "embedded sandbox"
         rows.append((f"{mark} {name}", f"{p.protocol:18} {p.model or '-':14} {where}"))
-    _table(rows)
+    table(rows)
     print(f"profiles file: {profiles_path() or 'none (set NB_MODEL_CONFIG or create nb_model.toml)'}")
 
 
 def cmd_help(magics: NbModel, args: list[str]) -> None:
     """This list."""
+    from .display.table import table
     rows = []
     for name in sorted(SUBCOMMANDS):
         module, func = SUBCOMMANDS[name].split(":")
         doc = (getattr(importlib.import_module(module), func).__doc__ or "").strip().splitlines()
         rows.append((f"%generate {name}", doc[0] if doc else ""))
     rows.append(("%%generate [options]", "generate from the cell body; %%generate? lists the options"))
-    _table(rows)
+    table(rows)
 
 
 def register(ipython) -> None:

@@ -7,17 +7,16 @@ ipywidgets is imported only when a panel is made.
 """
 from __future__ import annotations
 
-import html
-
 import shlex
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import Job, error_html, one_line, parse_compare, run_jobs, start_jobs, stats_html, text_html
+from . import params as table
+from .compare import Job, one_line, parse_compare, run_jobs, start_jobs
+from .display.compare import error_html, muted_html, stats_html, status_html, text_html
 from .errors import ConfigError
-from .frontend import MUTED
 
 MAX_UPDATES_PER_S = 20  # the panel's live widgets refresh at most this often
 
@@ -86,16 +85,20 @@ class Panel:
                  stream: bool = True, cache: bool = True, compare: str = "", shell=None) -> None:
         import ipywidgets as w
 
-        from .config import load_profiles, resolve_profile, validate_params
+        from .config import load_profiles, resolve_profile
 
         self._w = w
         self.shell = shell
         prof = resolve_profile(profile)
-        validate_params({"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens,
-                         "language": language}, prof)
-        if (top_p is not None and top_p < 0.05) or (top_k is not None and top_k > 1000):
-            raise ConfigError(f"the panel's knobs take top_p from 0.05 and top_k up to 1000, got "
-                              f"top_p={top_p}, top_k={top_k}")
+        given = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens,
+                 "language": language}
+        table.validate_params(given, prof)
+        outside = {k: v for k, v in given.items() if v is not None and table.BY_NAME[k].knob
+                   and not _fits(table.BY_NAME[k].knob, v, prof.max_tokens_cap)}
+        if outside:
+            top_p_knob, top_k_knob = table.BY_NAME["top_p"].knob, table.BY_NAME["top_k"].knob
+            raise ConfigError(f"the panel's knobs take top_p from {top_p_knob.low:g} and top_k up to "
+                              f"{top_k_knob.high:g}, got top_p={top_p}, top_k={top_k}")
         self.profiles = load_profiles()[0]
         defaults = prof.defaults
         wide = w.Layout(width="98%")
@@ -114,21 +117,26 @@ class Panel:
         self.language = w.Combobox(value=language or defaults.get("language") or "", options=LANGUAGES,
                                    placeholder="any", description="language", style=style,
                                    layout=w.Layout(width="200px"))
-        self.temperature = w.FloatSlider(value=_pick(temperature, defaults.get("temperature"), 0.7),
-                                         min=0, max=2, step=0.05, description="temperature", style=style)
-        self.top_p = w.FloatSlider(value=_pick(top_p, defaults.get("top_p"), 1.0), min=0.05, max=1, step=0.05,
-                                   description="top_p", style=style)
-        self.top_k = w.BoundedIntText(value=_pick(top_k, defaults.get("top_k"), 0), min=0, max=1000,
-                                      description="top_k", tooltip="0 = off", style=style,
-                                      layout=w.Layout(width="180px"))
-        self.max_tokens = w.IntSlider(value=min(_pick(max_tokens, defaults.get("max_tokens"), 256),
-                                                prof.max_tokens_cap),
-                                      min=1, max=prof.max_tokens_cap, description="max_tokens", style=style)
+        start = table.merge(given, defaults)  # the caller's values, else the profile's; else the knob's own
+        for name in ("temperature", "top_p", "top_k", "max_tokens"):
+            setattr(self, name, _knob(w, name, start[name], prof.max_tokens_cap, style))
         self.stream = w.Checkbox(value=stream, description="stream", indent=False, layout=w.Layout(width="90px"))
         self.cache = w.Checkbox(value=cache, description="cache", indent=False, layout=w.Layout(width="90px"))
         self.compare = w.Text(value=compare, description="compare", layout=wide, style=style,
                               placeholder="2-4 variants side by side, e.g. temperature=0.2,0.8; top_p=0.5,1 "
                                           "or system=be brief|be playful or {name}=a|b")
+        self._actions(w, style)
+        self.widget = self._layout(w)
+        self.widget.add_class("nb-model-panel")
+        self.prompt.add_class("nb-model-prompt")
+        self.history: list[PanelRun] = []
+        self._jobs: list[Job] = []
+        self._columns: list[_Column] = []
+        self._thread: threading.Thread | None = None
+        self._quiet = False
+
+    def _actions(self, w, style: dict) -> None:
+        """The buttons, the history, the status line and the output area, wired to their actions."""
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear_button = w.Button(description="Clear", icon="eraser")
@@ -148,7 +156,9 @@ class Panel:
         self.profile.observe(self._profile_changed, names="value")
         self.history_select.observe(self._history_picked, names="value")
 
-        self.widget = w.VBox([
+    def _layout(self, w):
+        """The knobs above, the buttons below, then the output."""
+        return w.VBox([
             w.HBox([self.profile, self.model, self.language, self.stream, self.cache]),
             self.system, self.prompt,
             w.HBox([self.temperature, self.top_p]), w.HBox([self.max_tokens, self.top_k]),
@@ -157,13 +167,6 @@ class Panel:
                     self.history_select]),
             self.cell_text, self.status, self.output,
         ])
-        self.widget.add_class("nb-model-panel")
-        self.prompt.add_class("nb-model-prompt")
-        self.history: list[PanelRun] = []
-        self._jobs: list[Job] = []
-        self._columns: list[_Column] = []
-        self._thread: threading.Thread | None = None
-        self._quiet = False
 
     # -- display ----------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
@@ -198,13 +201,7 @@ class Panel:
     def cell_source(self, settings: dict[str, Any] | None = None) -> str:
         """A `%%generate` cell that reproduces these settings."""
         s = settings or self.settings()
-        opts = ["-p", s["profile"]]
-        opts += ["-m", s["model"]] if s["model"] else []
-        opts += ["-t", f"{s['temperature']:g}", "--top-p", f"{s['top_p']:g}"]
-        opts += ["--top-k", str(s["top_k"])] if s["top_k"] else []
-        opts += ["--max-tokens", str(s["max_tokens"])]
-        opts += ["--language", s["language"]] if s["language"] else []
-        opts += ["-s", s["system"]] if s["system"] else []
+        opts = table.cell_options(s)
         opts += [] if s["stream"] else ["--no-stream"]
         opts += [] if s["cache"] else ["--no-cache"]
         opts += ["--compare", s["compare"]] if s["compare"] else []
@@ -233,7 +230,7 @@ class Panel:
         self._jobs = jobs
         self.cell_text.layout.display = "none"  # its text described the previous settings
         self._show_columns([j.label if s["compare"] else None for j in jobs])
-        self.status.value = f'<span style="color:{MUTED}">generating…</span>'
+        self.status.value = muted_html("generating…")
         self._set_running(True)
         self._thread = threading.Thread(target=self._drive, args=(jobs, s), name="nb_model panel", daemon=True)
         self._thread.start()
@@ -262,7 +259,7 @@ class Panel:
 
         From a click, the frontend extension inserts the cell (comm); a frontend without it closes
         the request unanswered and the text shows under the buttons instead."""
-        from .frontend import insert_cell
+        from .display.frontend import insert_cell
 
         text = self.cell_source()
         shell = self._shell()
@@ -273,7 +270,7 @@ class Panel:
 
         def inserted():
             self.cell_text.layout.display = "none"
-            self.status.value = f'<span style="color:{MUTED}">added a %%generate cell below</span>'
+            self.status.value = muted_html("added a %%generate cell below")
 
         if _next_input_lands(shell):
             shell.set_next_input(text, replace=False)
@@ -319,7 +316,7 @@ class Panel:
         return shell.user_ns if shell is not None else {}
 
     def _notice(self, message: str) -> None:
-        self.status.value = f'<span style="color:{MUTED}">{html.escape(message)}</span>'
+        self.status.value = muted_html(message)
 
     def _set_running(self, running: bool) -> None:
         self.generate_button.disabled = running
@@ -362,13 +359,7 @@ class Panel:
 
     @staticmethod
     def _status(run: PanelRun) -> str:
-        if not run.settings.get("compare"):
-            _, gen, _, error, cap = run.columns[0]
-            return stats_html(gen, cap=cap, error=error)
-        failed = [c for c in run.columns if c[3]]
-        slowest = max((c[1].latency_s or 0 for c in run.columns), default=0)
-        line = f'<div style="color:{MUTED};font-size:85%">{len(run.columns)} variants · {slowest:.2f} s</div>'
-        return line + (error_html(f"{len(failed)} failed: {failed[0][3]}") if failed else "")
+        return status_html(run.columns, compare=bool(run.settings.get("compare")))
 
     def _profile_changed(self, change) -> None:
         cap = self.profiles[change["new"]].max_tokens_cap
@@ -380,8 +371,22 @@ class Panel:
             self.show(change["new"])
 
 
-def _pick(*values):
-    return next(v for v in values if v is not None)
+def _fits(knob: table.Knob, value, cap: int) -> bool:
+    high = cap if knob.high is None else knob.high
+    return knob.low <= value <= high
+
+
+def _knob(w, name: str, value, cap: int, style: dict):
+    """The widget of a numeric setting, as the parameter table describes it (`value` None: its start)."""
+    knob = table.BY_NAME[name].knob
+    high = cap if knob.high is None else knob.high
+    value = min(knob.start if value is None else value, high)
+    options = dict(value=value, min=knob.low, max=high, description=name, style=style)
+    if knob.step is not None:
+        options["step"] = knob.step
+    if knob.widget == "BoundedIntText":  # a number box: 0 turns the setting off
+        options.update(tooltip="0 = off", layout=w.Layout(width="180px"))
+    return getattr(w, knob.widget)(**options)
 
 
 def _next_input_lands(shell) -> bool:
@@ -397,6 +402,7 @@ def _next_input_lands(shell) -> bool:
 
 def cmd_panel(magics, words: list[str]) -> Panel:
     """A prompt workbench (widgets): knobs, Generate/Stop, compare, history; words after it = prompt."""
-    defaults = {n: getattr(magics, n) for n in ("model", "temperature", "top_p", "top_k", "max_tokens",
-                                                  "language", "system")}
-    return Panel(" ".join(words), profile=magics.profile, stream=magics.stream, shell=magics.shell, **defaults)
+    configured = {n: getattr(magics, n) for n in table.TRAITS}
+    knobs = {n: configured[n] for n in table.PANEL if n != "profile"}
+    return Panel(" ".join(words), profile=configured["profile"], stream=configured["stream"], shell=magics.shell,
+                 **knobs)

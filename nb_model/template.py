@@ -49,3 +49,10 @@ def references(template: str) -> list[str]:
     """The top-level names a template refers to."""
     return [re.match(r"[A-Za-z_]\w*", m.group("ref")).group()
             for m in _REF.finditer(template) if m.group("ref")]
+
+
+def cell_prompt(cell: str, namespace: Mapping[str, Any] | None) -> str:
+    """A cell body as a prompt: its leading and trailing line ends dropped, `{references}` filled from
+    `namespace` (None: sent as written, e.g. with --no-interpolate)."""
+    body = cell.strip("\n")
+    return body if namespace is None else fill(body, namespace)

@@ -37,3 +37,13 @@ def shorten(text: str, columns: int) -> str:
         out.append(ch)
         used += w
     return "".join(out) + "…"
+
+
+def table(rows: list[tuple]) -> str:
+    """Rows as plain-text columns aligned by display width, two spaces apart; no line ends in spaces.
+    The one table of the line magics (`%generate config`, `cache`, `history`, `usage`, the `--over` summary)."""
+    cells = [[str(c) for c in row] for row in rows]
+    if not cells:
+        return ""
+    widths = [max(width(r[i]) for r in cells if i < len(r)) for i in range(max(len(r) for r in cells))]
+    return "\n".join("  ".join(ljust(c, w) for c, w in zip(r, widths)).rstrip() for r in cells)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
 
 from ..errors import ConfigError
+from ..params import PARAMS, validate_params
 from . import env
 from .profiles import (BUILTIN, EMBEDDED_PREFIX, ENDPOINT_EXAMPLE, KEY_ENVS, SEED_PRICE_PER_1M, URL_SCHEMES,
                        Profile, _FIELD_TYPES, _parse_toml, _typed, check_endpoint, profile_from_dict, profiles_path,
@@ -23,9 +23,6 @@ __all__ = ["BUILTIN", "EMBEDDED_PREFIX", "ENDPOINT_EXAMPLE", "KEY_ENVS", "PARAMS
            "Profile", "add_profile", "check_endpoint", "default_profile_name", "ignored_env_note", "load_profiles",
            "profile_from_dict", "profiles_path", "redact_url", "resolve_profile", "set_session_profile",
            "validate_params"]
-
-PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed", "response_format")
-
 
 def _env_profile() -> Profile | None:
     endpoint = (os.environ.get("NB_MODEL_ENDPOINT") or "").strip()
@@ -141,31 +138,3 @@ def resolve_profile(name: str | None = None, **overrides) -> Profile:
     profile = profiles[name]
     overrides = {k: _typed(f"profile {name!r}", k, v) if k in _FIELD_TYPES else v for k, v in overrides.items() if v is not None}
     return replace(profile, **overrides) if overrides else profile
-
-
-def validate_params(params: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """Check generation parameters; raise one ConfigError line saying what is allowed."""
-    out = {k: v for k, v in params.items() if v is not None}
-    unknown = set(out) - set(PARAMS)
-    if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: {', '.join(PARAMS)}")
-    mt = out.get("max_tokens")
-    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or not 1 <= mt <= profile.max_tokens_cap):
-        raise ConfigError(f"max_tokens must be an integer from 1 to {profile.max_tokens_cap} "
-                          f"(profile {profile.name!r}), got {mt!r}")
-    t = out.get("temperature")
-    if t is not None and not (isinstance(t, (int, float)) and 0 <= t <= 2):
-        raise ConfigError(f"temperature must be between 0 and 2, got {t!r}")
-    p = out.get("top_p")
-    if p is not None and not (isinstance(p, (int, float)) and 0 < p <= 1):
-        raise ConfigError(f"top_p must be in (0, 1], got {p!r}")
-    k = out.get("top_k")
-    if k is not None and not (isinstance(k, int) and k >= 1):
-        raise ConfigError(f"top_k must be a positive integer, got {k!r}")
-    lang = out.get("language")
-    if lang is not None and not (isinstance(lang, str) and lang.strip()):
-        raise ConfigError("language must be a non-empty code such as 'en' or 'fr'")
-    rf = out.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and isinstance(rf.get("type"), str)):
-        raise ConfigError("response_format must be an object with a 'type', e.g. {'type': 'json_object'}")
-    return out

@@ -23,9 +23,6 @@ cached on its own, with its apportioned share of the pack's usage and cost.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections import ChainMap
 from collections.abc import Mapping
@@ -134,22 +131,8 @@ class Evaluation:
 
     def table(self) -> str:
         """The summary as aligned text (latencies as 'N.NN s')."""
-        head = ["variant", "n", "score", "95% interval", "errors", "tokens", "cost", "p50", "p95"]
-        lines = []
-        for r in self.summary.to_dict("records"):
-            cost = r["cost_usd"] + r["judge_cost_usd"]
-            lines.append([r["variant"], str(r["n"]), _f(r["score"], 3),
-                          f"{_f(r['ci_low'], 3)} – {_f(r['ci_high'], 3)}", str(r["errors"]), str(r["tokens"]),
-                          f"${cost:.4f}", f"{_f(r['p50_latency_s'], 2)} s", f"{_f(r['p95_latency_s'], 2)} s"])
-        widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                      for i, (c, w) in enumerate(zip(cells, widths)))
-        judge = f" · judge cost included: ${self.summary['judge_cost_usd'].sum():.4f}" \
-            if self.summary["judge_cost_usd"].sum() else ""
-        cached = int(self.rows["cached"].sum())
-        replay = f" · {cached} of {len(self.rows)} calls from the cache (free)" if cached else ""
-        return "\n".join([fmt(head)] + [fmt(l) for l in lines] +
-                         [f"score: {self.scorer.name} · best: {self.best()}{judge}{replay}"])
+        from ..display.datasets import evaluation_text
+        return evaluation_text(self)
 
     def __repr__(self) -> str:
         return self.table()
@@ -159,42 +142,50 @@ class Evaluation:
 
     def chart_png(self) -> bytes | None:
         """Score (with its interval) against cost per variant, as PNG; None without matplotlib."""
-        try:  # the object API: no pyplot, the notebook's backend is left alone
-            from matplotlib.figure import Figure
-        except ImportError:
-            return None
-        fig = Figure(figsize=(5.2, 3.0), dpi=90)
-        ax = fig.add_subplot()
-        s = self.summary
-        cost = (s["cost_usd"] + s["judge_cost_usd"]).tolist()
-        for x, y, lo, hi, name in zip(cost, s["score"], s["ci_low"], s["ci_high"], s["variant"]):
-            err = [[y - lo], [hi - y]] if not (math.isnan(lo) or math.isnan(hi)) else None
-            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4)
-            ax.annotate(str(name)[:28], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xlabel("cost (USD)")
-        ax.set_ylabel(f"mean score ({self.scorer.name})"[:40])
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
-        return buf.getvalue()
+        from ..display.datasets import evaluation_chart_png
+        return evaluation_chart_png(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        table = html.escape(self.table())
-        return {"text/plain": self.table(), "text/html": f'<pre style="line-height:1.35">{table}</pre>'}
+        from ..display.datasets import evaluation_bundle
+        return evaluation_bundle(self)
 
     def _ipython_display_(self) -> None:
         """The summary table, then the chart (when matplotlib is installed) as a second output."""
-        from IPython.display import display
-        display(self._repr_mimebundle_(), raw=True)
-        png = self.chart_png()
-        if png is not None:
-            display({"image/png": base64.b64encode(png).decode(), "text/plain": "<chart: mean score against cost>"},
-                     raw=True)
+        from ..display.datasets import show_evaluation
+        show_evaluation(self)
 
 
-def _f(value: float, digits: int) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def _prompts(name: str, variant: dict, words: dict, template: str | None, rows: list[dict],
+             namespace: Mapping | None) -> list[str]:
+    """A variant's prompt for each row: its prompt in the template's {prompt} (or the whole prompt), filled
+    from its {name} values, the row, then the namespace."""
+    from ..template import fill
+
+    prompt = variant.get("prompt")
+    if template is None and prompt is None:
+        raise ConfigError(f"variant {name}: no prompt; give template= or prompt variants")
+    text = template if template is not None else "{prompt}"
+    if prompt is not None:
+        if "{prompt}" not in text:
+            raise ConfigError("evaluate: the template has no {prompt} for the variants' prompts")
+        text = text.replace("{prompt}", prompt)
+    try:
+        prompts = [fill(text, ChainMap(words, row, namespace or {})) for row in rows]
+    except ConfigError as exc:
+        raise ConfigError(f"variant {name}: {exc}") from None
+    return prompts
+
+
+def _summary_row(name: str, mine: list[dict], judge_cost: float, bounds: tuple[float, float] | None) -> dict:
+    """A variant's line of the summary from its tidy rows (`bounds`: the scorer's range, see `summarize`)."""
+    mean, low, high = summarize([r["score"] for r in mine], bounds)
+    latencies = [r["latency_s"] for r in mine if r["latency_s"] is not None and not math.isnan(r["latency_s"])]
+    return {"variant": name, "n": len(mine), "score": mean, "ci_low": low, "ci_high": high,
+            "errors": sum(r["error"] is not None for r in mine),
+            "tokens": sum(r["tokens_in"] + r["tokens_out"] for r in mine),
+            "cost_usd": sum(r["cost_usd"] for r in mine), "judge_cost_usd": judge_cost,
+            "p50_latency_s": _percentile(latencies, 0.5),
+            "p95_latency_s": _percentile(latencies, 0.95)}
 
 
 def evaluate(variants, data, score="exact:label", *, template: str | None = None, schema: Any = None,
@@ -217,8 +208,8 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     import pandas as pd
 
     from ..batch import generate_many
-    from ..compare import SETTINGS, TEXTS
-    from ..template import fill, references
+    from ..params import SETTINGS, TEXTS
+    from ..template import references
 
     rows, keys = _rows(data)
     scorer = parse_score(score, schema)
@@ -234,18 +225,7 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
     for name, variant in named:
         settings = {k: v for k, v in variant.items() if k in SETTINGS and k not in TEXTS}
         words = {k: v for k, v in variant.items() if k not in settings and k not in TEXTS}
-        prompt = variant.get("prompt")
-        if template is None and prompt is None:
-            raise ConfigError(f"variant {name}: no prompt; give template= or prompt variants")
-        text = template if template is not None else "{prompt}"
-        if prompt is not None:
-            if "{prompt}" not in text:
-                raise ConfigError("evaluate: the template has no {prompt} for the variants' prompts")
-            text = text.replace("{prompt}", prompt)
-        try:
-            prompts = [fill(text, ChainMap(words, row, namespace or {})) for row in rows]
-        except ConfigError as exc:
-            raise ConfigError(f"variant {name}: {exc}") from None
+        prompts = _prompts(name, variant, words, template, rows, namespace)
         gens = generate_many(prompts, max_workers, profile=settings.pop("profile", None) or profile,
                              model=settings.pop("model", None) or model,
                              system=variant.get("system", system), cache=cache, progress=progress,
@@ -264,13 +244,5 @@ def evaluate(variants, data, score="exact:label", *, template: str | None = None
                          "latency_s": gen.latency_s if gen else math.nan,
                          "cached": bool(gen and gen.cached),
                          "error": (gen.error if gen else "not run") if failed else None})
-        mine = tidy[-len(rows):]
-        mean, low, high = summarize([r["score"] for r in mine], scorer.bounds)
-        latencies = [r["latency_s"] for r in mine if r["latency_s"] is not None and not math.isnan(r["latency_s"])]
-        summary.append({"variant": name, "n": len(mine), "score": mean, "ci_low": low, "ci_high": high,
-                        "errors": sum(r["error"] is not None for r in mine),
-                        "tokens": sum(r["tokens_in"] + r["tokens_out"] for r in mine),
-                        "cost_usd": sum(r["cost_usd"] for r in mine), "judge_cost_usd": judge_cost,
-                        "p50_latency_s": _percentile(latencies, 0.5),
-                        "p95_latency_s": _percentile(latencies, 0.95)})
+        summary.append(_summary_row(name, tidy[-len(rows):], judge_cost, scorer.bounds))
     return Evaluation(pd.DataFrame(tidy), pd.DataFrame(summary, columns=SUMMARY_COLUMNS), scorer, generations)

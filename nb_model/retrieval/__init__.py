@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .index import Index, Passage, as_index
-from .prompt import build_prompt, citations_bundle, cited
+from .prompt import build_prompt, cited
 
-__all__ = ["Index", "Passage", "as_index", "build_prompt", "citations_bundle", "cited", "ground", "DEFAULT_K"]
+__all__ = ["Index", "Passage", "as_index", "build_prompt", "cited", "ground", "DEFAULT_K"]
 
 DEFAULT_K = 5
 

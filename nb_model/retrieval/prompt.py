@@ -1,4 +1,5 @@
-"""The grounded prompt (numbered passages + question) within a context window, and the citations bundle the magic shows.
+"""The grounded prompt (numbered passages + question) within a context window, and which passages an answer
+cites (`display.citations` shows them).
 
 The prompt is plain text, so it works the same on every protocol (the seed API's `prompt`, an OpenAI
 user message or completion prompt); it becomes the request's prompt, so the cache key holds the
@@ -16,7 +17,6 @@ passages and a changed document gets a fresh answer::
 """
 from __future__ import annotations
 
-import html
 import re
 
 from ..errors import ConfigError
@@ -73,31 +73,3 @@ def cited(answer: str, count: int) -> tuple[list[int], list[int]]:
         if n not in target:
             target.append(n)
     return good, bad
-
-
-def citations_bundle(answer: str, passages: list[Passage]) -> dict | None:
-    """A MIME bundle listing the cited passages (collapsible in HTML, indented text otherwise); when the
-    answer cites none, the passages that were sent. None when no passage was sent."""
-    if not passages:
-        return {"text/plain": "(no passage of the context matches the question)",
-                "text/html": '<div style="color:#777;font-size:85%">(no passage of the context matches the '
-                             'question)</div>'}
-    good, bad = cited(answer, len(passages))
-    numbers = good or list(range(1, len(passages) + 1))
-    title = "cited passages" if good else "passages sent (none cited)"
-    plain = [f"{title}:"]
-    rich = [f'<div style="font-size:85%;color:#555">{title}:</div>']
-    for n in numbers:
-        p = passages[n - 1]
-        body = p.text.strip()
-        plain.append(f"[{n}] {p.where} (score {p.score:.2f})")
-        plain += ["    " + line for line in body.splitlines() if line.strip()]
-        rich.append(f'<details><summary>[{n}] {html.escape(p.where)} '
-                    f'<span style="color:#777">(score {p.score:.2f})</span></summary>'
-                    f'<div style="white-space:pre-wrap;margin:0.3em 0 0.6em 1.5em">{html.escape(body)}</div>'
-                    f'</details>')
-    if bad:
-        warn = f"⚠ the answer cites {', '.join(f'[{n}]' for n in bad)}, which no sent passage has"
-        plain.append(warn)
-        rich.append(f'<div style="color:#b36b00;font-size:85%">{html.escape(warn)}</div>')
-    return {"text/plain": "\n".join(plain), "text/html": "".join(rich)}

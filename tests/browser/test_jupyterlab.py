@@ -16,7 +16,7 @@ import re
 import pytest
 
 from conftest import _free_port, missing_part, server_process
-from nb_model.frontend import MIME
+from nb_model.display.frontend import MIME
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -39,7 +39,7 @@ PROSE_CELLS = [
     PROMPT,  # the same again: a cache hit
     "%%generate --max-tokens 50 -f markdown\nA short list of harbour sounds",
     "%%generate --compare max_tokens=8,150\nwrite a long essay about tides",
-    "from IPython.display import HTML\nfrom nb_model.compare import error_html\n"
+    "from IPython.display import HTML\nfrom nb_model.display.compare import error_html\n"
     "HTML(error_html('the server refused the key: check MODEL_API_KEY'))",
 ]
 NOTEBOOK = "() => window.jupyterapp.shell.currentWidget.content"

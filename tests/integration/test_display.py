@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 
 from nb_model.display import PREVIEW_INTERVAL
-from nb_model.frontend import MIME
+from nb_model.display.frontend import MIME
 
 
 def replay(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -161,7 +161,7 @@ def test_compare_columns_stream_before_the_slowest_variant_ends(kernel):
                                             ("answers, then closes it", "['done']")])
 def test_insert_cell_request_over_the_comm(kernel, frontend, seen):
     """The kernel side of the panel's To cell: what a frontend receives, and what each reply leads to."""
-    msgs = run_cell(kernel, "from nb_model.frontend import insert_cell\nseen = []\n"
+    msgs = run_cell(kernel, "from nb_model.display.frontend import insert_cell\nseen = []\n"
                             "c = insert_cell('%%generate\\nhi', on_done=lambda: seen.append('done'), "
                             "on_missing=lambda: seen.append('missing'))")
     opened = next(m for m in msgs if m["msg_type"] == "comm_open")["content"]

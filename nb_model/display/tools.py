@@ -16,7 +16,8 @@ from __future__ import annotations
 import html
 import json
 
-from .loop import View, signature
+from ..tools.loop import View, signature
+from .live import in_kernel, publish
 
 PREVIEW_CHARS = 100
 MARKS = {"ok": "🔧", "declined": "⊘", "timeout": "⏱", "interrupted": "⏹"}
@@ -79,16 +80,14 @@ class NotebookView(View):
         self.live.write(delta)
 
     def call_started(self, record: dict) -> None:
-        from ..display import _publish, in_kernel
         if not in_kernel():  # a terminal cannot take a line back: the finished call is shown alone
             return
-        self._running = _publish({}, display_id=True)
+        self._running = publish({}, display_id=True)
         self._running.update({"text/plain": running_line(record)}, raw=True)
 
     def call_done(self, record: dict) -> None:
-        from ..display import _publish
         if self._running is not None:
             self._running.update({}, raw=True)
             self._running = None
         meta = {"nb_model": {"tool_call": {k: v for k, v in record.items() if k != "result"}}}
-        _publish(call_bundle(record), metadata=meta)
+        publish(call_bundle(record), metadata=meta)

@@ -1,5 +1,6 @@
-"""Many prompts at once (`generate_many`) and inputs longer than the context window
-(`split_text`, `summarize_long`).
+"""`generate_many`: many prompts at once through the client core, with one shared backoff and an
+in-flight window that follows the server (see `flow`), optionally several short prompts per request
+(see `packing`).
 
 Every item goes through the client core (`client_for(profile).stream(...)`), so
 the cache, the profile's rate limiter (shared by all threads, or by all kernels
@@ -12,106 +13,24 @@ text kept, so results stay one type and line up with the input.
 from __future__ import annotations
 
 import itertools
-import re
-import sys
 import threading
 import time
-from collections import ChainMap, deque
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from . import packing
-from .client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for
-from .notices import notice
-from .tokens import estimate_tokens
-from .config import validate_params
-from .errors import APIError, ConfigError, ConnectionFailed, Interrupted, NbModelError, StreamBroken
-from .flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
-from .results import Generation, Usage
-from .textwidth import shorten
+from .. import packing
+from ..client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for
+from ..notices import notice
+from ..tokens import estimate_tokens
+from ..errors import APIError, ConfigError, ConnectionFailed, StreamBroken
+from ..flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
+from ..params import PARAMS, validate_params
+from ..results import Generation, Usage
+from .items import _as_items, _check_pack, _failed, _is_pandas, fill_item
 
 ERRORS = ("collect", "raise")
-
-
-# -- generate_many ---------------------------------------------------------------
-def _is_pandas(obj: Any, kind: str) -> bool:
-    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == kind
-
-
-def _as_items(prompts: Any) -> tuple[list, Any]:
-    """The items as a list, and the pandas index to give back (None for plain sequences)."""
-    if isinstance(prompts, (str, bytes, Mapping)):
-        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, got {type(prompts).__name__}")
-    if _is_pandas(prompts, "DataFrame"):
-        return prompts.to_dict("records"), prompts.index
-    if _is_pandas(prompts, "Series"):
-        return prompts.tolist(), prompts.index
-    try:
-        return list(prompts), None
-    except TypeError:
-        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, "
-                          f"got {type(prompts).__name__}") from None
-
-
-def fill_item(template: str | None, item: Any, namespace: Mapping | None = None) -> str:
-    """The prompt of one item: the item itself, or `template` filled from it.
-
-    A dict item (or DataFrame row) fills `{key}` references; any item is also
-    `{item}`; other names come from `namespace` (e.g. the notebook's variables).
-    """
-    if template is None:
-        if not isinstance(item, str):
-            raise ConfigError(f"item is a {type(item).__name__}, not a prompt: pass template='...{{name}}...' "
-                              "to fill a template from each item")
-        return item
-    from .template import fill
-    own = item if isinstance(item, Mapping) else {}
-    return fill(template, ChainMap(own, {"item": item}, namespace or {}))
-
-
-def _failed(exc: BaseException, profile: str, text: str = "") -> Generation:
-    message = str(exc) if isinstance(exc, NbModelError) else f"{type(exc).__name__}: {exc}"
-    return Generation(text=text, finish_reason="error", error=message, profile=profile)
-
-
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def _progress(total: int, enabled: bool):
-    """A tqdm bar: a widget in a Jupyter kernel (shown by us, see `_end_progress`), text on stderr elsewhere."""
-    from .display import in_kernel
-    options = {"total": total, "desc": "generate_many", "unit": "prompt", "disable": not enabled,
-               "dynamic_ncols": True}
-    bar = None
-    if enabled and "IPython" in sys.modules and in_kernel():
-        try:
-            from tqdm.notebook import tqdm as notebook_tqdm
-            bar = notebook_tqdm(**options, display=False)
-        except ImportError:  # no ipywidgets: the text bar below
-            pass
-        else:
-            from IPython.display import display
-            bar.nb_model_display = display(bar.container, display_id=True)
-    if bar is None:
-        from tqdm import tqdm
-        bar = tqdm(**options)
-    bar.set_postfix(errors=0, refresh=False)
-    return bar
-
-
-def _end_progress(bar) -> None:
-    """Close the bar; a widget bar's output becomes the widget plus the final bar as text, so a saved
-    notebook reads "generate_many: 100%|…| 6/6 …" (widget state is not saved; the first text would stay)."""
-    bar.close()
-    handle = getattr(bar, "nb_model_display", None)
-    if handle is not None:
-        view = {"version_major": 2, "version_minor": 0, "model_id": bar.container.model_id}
-        handle.update({WIDGET_MIME: view, "text/plain": str(bar)}, raw=True)
-
-
-_NOT_PARAMS = ("system", "cache", "max_retries", "stream")  # call options of a batch that are not parameters
-
 
 def _hint(headers: dict | None) -> float | None:
     """The server's wait hint (Retry-After, retry-after-ms) in seconds, or None when it gave none."""
@@ -232,7 +151,7 @@ class _Batch:
         """An item's Generation from its part of a pack: its share of the usage and cost (apportioned),
         cached under the item's own identity, recorded in the history as part of a pack."""
         client = self.client
-        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        params = {k: v for k, v in self.call.items() if k in PARAMS}
         spec = client.spec(self.prompts[i], system=self.call.get("system"), **params)
         usage = Usage(prompt_tokens, completion_tokens)
         gen = Generation(text=text, finish_reason="stop", usage=usage, model=pack.model, ttft_s=pack.ttft_s,
@@ -254,7 +173,7 @@ class _Batch:
         prompt = self.prompts[i]
         if cache is None or self.call.get("cache", "use") != "use" or isinstance(prompt, BaseException):
             return None
-        params = {k: v for k, v in self.call.items() if k not in _NOT_PARAMS}
+        params = {k: v for k, v in self.call.items() if k in PARAMS}
         try:
             spec = self.client.spec(prompt, system=self.call.get("system"), **params)
         except ConfigError:
@@ -268,13 +187,6 @@ class _Batch:
             streams = list(self.streams.values())
         for stream in streams:
             stream.close()
-
-
-def _check_pack(pack) -> None:
-    if pack is None or pack == "auto":
-        return
-    if isinstance(pack, bool) or not isinstance(pack, int) or not 1 <= pack <= packing.MAX_PACK:
-        raise ConfigError(f"pack must be an integer from 1 to {packing.MAX_PACK} or 'auto', got {pack!r}")
 
 
 def generate_many(prompts, max_workers: int | None = None, *, template: str | None = None,
@@ -362,6 +274,30 @@ last_run: dict[str, Any] = {}  # a copy of the figures of the last batch to fini
 _last_run_lock = threading.Lock()
 
 
+def _plan(batch: _Batch, results: list, pack: int | str | None) -> deque:
+    """The jobs of a batch: ("one", index, None), or with `pack`, ("pack", indices, budget) for the short
+    prompts that fit together; items already in the cache go straight into `results`."""
+    prompts, profile = batch.prompts, batch.client.profile
+    todo = list(range(len(prompts)))
+    if pack in (None, 1):
+        return deque(("one", i, None) for i in todo)
+    packable = []
+    for i in todo:
+        hit = batch.cached(i)
+        if hit is not None:
+            hit.cached = True
+            results[i] = hit
+            packable.append(None)
+        else:
+            packable.append(prompts[i] if isinstance(prompts[i], str) else None)
+    budget = packing.item_budget(batch.call, profile.defaults)
+    groups = packing.plan(packable, pack, budget, profile.max_tokens_cap, profile.context_window)
+    grouped = {i for g in groups for i in g}
+    jobs = deque(("pack", g, budget) for g in groups)
+    jobs.extend(("one", i, None) for i in todo if i not in grouped and results[i] is None)
+    return jobs
+
+
 def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dict, *,
          pack: int | str | None = None, gate: Gate | None = None, max_retries: int | None = None) -> list:
     results: list[Generation | None] = [None] * len(prompts)
@@ -372,29 +308,12 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
     gate = gate or Gate()
     batch = _Batch(client, prompts, call, window, gate, max_retries)
     client.start_embedded()  # here, not in a worker thread: its one-line notice belongs to this cell
-    bar = _progress(len(prompts), progress)
-    jobs: deque = deque()
-    todo = list(range(len(prompts)))
-    if pack not in (None, 1):
-        packable = []
-        for i in todo:
-            hit = batch.cached(i)
-            if hit is not None:
-                hit.cached = True
-                results[i] = hit
-                packable.append(None)
-            else:
-                packable.append(prompts[i] if isinstance(prompts[i], str) else None)
-        budget = packing.item_budget(call, client.profile.defaults)
-        groups = packing.plan(packable, pack, budget, client.profile.max_tokens_cap, client.profile.context_window)
-        grouped = {i for g in groups for i in g}
-        jobs.extend(("pack", g, budget) for g in groups)
-        jobs.extend(("one", i, None) for i in todo if i not in grouped and results[i] is None)
-        done_now = sum(r is not None for r in results)
-        if done_now:
-            bar.update(done_now)
-    else:
-        jobs.extend(("one", i, None) for i in todo)
+    from ..display.batch import end_progress, progress_bar
+    bar = progress_bar(len(prompts), progress)
+    jobs = _plan(batch, results, pack)
+    done_now = sum(r is not None for r in results)
+    if done_now:
+        bar.update(done_now)
     stats["packs"] = sum(j[0] == "pack" for j in jobs)
     pool = ThreadPoolExecutor(max_workers=min(cap, len(jobs) or 1), thread_name_prefix="nb_model-batch")
     running: dict = {}
@@ -435,198 +354,9 @@ def _run(client, prompts: list, cap: int, errors: str, progress: bool, call: dic
     finally:
         batch.halt()
         pool.shutdown(wait=False, cancel_futures=True)
-        _end_progress(bar)
+        end_progress(bar)
         stats.update(peak_in_flight=window.peak, pauses=gate.pauses)
         with _last_run_lock:
             last_run.clear()
             last_run.update(stats)
     return BatchResults(results, stats)
-
-
-# -- long inputs -----------------------------------------------------------------
-def _need_text(text, what: str) -> None:
-    """One ConfigError line unless `text` is a string."""
-    if not isinstance(text, str):
-        raise ConfigError(f"{what} needs the text as a string, got {type(text).__name__}: "
-                          "read the file or column into a str first")
-
-
-_LEVELS = (
-    re.compile(r"\n[ \t]*\n\s*"),      # paragraph breaks
-    re.compile(r"(?<=[.!?;:…])[\"')\]]*\s+|(?<=[。！？；])[”’」』）]*\s*"),  # sentence ends (CJK: no space after)
-    re.compile(r"\s+"),                # spaces
-)
-
-
-def _units(text: str, start: int, end: int, max_tokens: int, level: int = 0):
-    """Spans covering text[start:end], each within budget: cut at the coarsest boundary that works."""
-    if estimate_tokens(text[start:end]) <= max_tokens:
-        yield start, end
-        return
-    if level == len(_LEVELS):  # one huge word (or a run of CJK text): plain slices within budget
-        a = start
-        while a < end:
-            b = min(a + 4 * max_tokens, end)
-            while b - a > 1 and (n := estimate_tokens(text[a:b])) > max_tokens:
-                b = a + max(1, (b - a) * max_tokens // n)  # no character counts more than one token
-            yield a, b
-            a = b
-        return
-    cuts = [m.end() for m in _LEVELS[level].finditer(text, start, end) if start < m.end() < end]
-    for a, b in zip([start] + cuts, cuts + [end]):
-        yield from _units(text, a, b, max_tokens, level + 1)
-
-
-def split_spans(text: str, max_tokens: int = 2000, overlap: int | None = None) -> list[tuple[int, int]]:
-    """(start, end) spans of `split_text`'s chunks: in order, covering the text, each within budget."""
-    _need_text(text, "split_text")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-    overlap = max_tokens // 10 if overlap is None else overlap
-    if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
-        raise ConfigError(f"overlap must be an integer from 0 to max_tokens - 1, got {overlap!r}")
-    units = list(_units(text, 0, len(text), max_tokens))
-    sums = [0]  # sums[k]: the estimates of units[:k] added up (units end after whitespace or inside a word,
-    for a, b in units:  # so the estimate of units joined is never above the sum of theirs)
-        sums.append(sums[-1] + estimate_tokens(text[a:b]))
-
-    def cost(i: int, j: int) -> int:  # estimate of units[i:j] joined, never below the true estimate
-        return sums[j] - sums[i]
-
-    spans, i = [], 0
-    while i < len(units):
-        j = i + 1
-        while j < len(units) and cost(i, j + 1) <= max_tokens:
-            j += 1
-        spans.append((units[i][0], units[j - 1][1]))
-        if j == len(units):
-            break
-        k = j  # the next chunk repeats the last units that fit in `overlap`, and still takes a new one
-        while k - 1 > i and cost(k - 1, j) <= overlap and cost(k - 1, j + 1) <= max_tokens:
-            k -= 1
-        i = k
-    return spans
-
-
-def split_text(text: str, max_tokens: int = 2000, overlap: int | None = None) -> list[str]:
-    """Chunks of `text` of at most `max_tokens` (estimated like the client does), cut at
-    paragraph breaks, else sentence ends, else spaces; consecutive chunks share up to
-    `overlap` tokens of context (default: a tenth of `max_tokens`)."""
-    chunks = (text[a:b].strip() for a, b in split_spans(text, max_tokens, overlap))
-    return [c for c in chunks if c]
-
-
-MAP_PROMPT = "{instructions}\n\nPart {n} of {total} of a longer text:\n\n{chunk}"
-REDUCE_PROMPT = ("{instructions}\n\nBelow are summaries of consecutive parts of one text. "
-                 "Write one summary of the whole text:\n\n{summaries}")
-
-
-def summarize_long(text: str, *, instructions: str = "Summarize the following text in a few sentences.",
-                   chunk_tokens: int | None = None, overlap: int = 200, profile: str | None = None,
-                   model: str | None = None, max_workers: int | None = None, progress: bool = True,
-                   **params) -> Generation:
-    """Map-then-reduce: summarize each chunk (`generate_many`), then the summaries together.
-
-    `chunk_tokens` defaults to half of what the context window leaves after the
-    reply. Summaries still over the budget are reduced again the same way. The
-    returned `Generation` is the final summary; its usage and cost add up every call.
-    """
-    _need_text(text, "summarize_long")
-    _need_text(instructions, "summarize_long's instructions")
-    client = client_for(profile, model=model)
-    if chunk_tokens is None:
-        reply = params.get("max_tokens") or client.profile.defaults.get("max_tokens") or 512
-        chunk_tokens = (client.profile.context_window - reply - estimate_tokens(instructions) - 64) // 2
-    overlap = min(overlap, chunk_tokens // 4)
-    calls: list[Generation] = []
-    while estimate_tokens(text) > chunk_tokens:
-        chunks = split_text(text, chunk_tokens, overlap)
-        prompts = [MAP_PROMPT.format(instructions=instructions, n=n, total=len(chunks), chunk=c)
-                   for n, c in enumerate(chunks, 1)]
-        parts = generate_many(prompts, max_workers, profile=profile, model=model, errors="raise",
-                              progress=progress, **params)
-        if any(p is None for p in parts):
-            raise Interrupted(f"stopped by user: {sum(p is not None for p in parts)} of {len(parts)} parts "
-                              "summarized", partial=None)
-        calls += parts
-        shorter = "\n\n".join(p.text.strip() for p in parts)
-        if estimate_tokens(shorter) >= estimate_tokens(text):
-            raise ConfigError("the part summaries are not shorter than the text: lower max_tokens "
-                              "or raise chunk_tokens")
-        text = shorter
-    prompt = REDUCE_PROMPT.format(instructions=instructions, summaries=text) if calls else \
-        f"{instructions}\n\n{text}"
-    final = client.generate(prompt, **params)
-    final.usage = Usage(sum(g.usage.prompt_tokens for g in calls) + final.usage.prompt_tokens,
-                        sum(g.usage.completion_tokens for g in calls) + final.usage.completion_tokens,
-                        estimated=any(g.usage.estimated for g in (*calls, final)))
-    final.cost_usd = sum(g.cost_usd for g in calls) + final.cost_usd
-    return final
-
-
-# -- a compact report (used by %%generate --over) --------------------------------------
-def report_rows(results, limit: int = 10, width: int = 60) -> tuple[list[tuple[str, str]], str]:
-    """(rows, summary line) for a batch's results: one short row per item, at most `limit` rows."""
-    pairs = list(results.items()) if hasattr(results, "items") else list(enumerate(results))
-    rows = []
-    for key, gen in pairs[:limit]:
-        if gen is None:
-            rows.append((str(key), "not run (interrupted)"))
-            continue
-        body = gen.error if gen.finish_reason == "error" else gen.text
-        body = shorten(" ".join((body or "").split()), width)
-        count = ("~" if gen.usage.estimated else "") + str(gen.usage.completion_tokens)
-        rows.append((str(key), f"{gen.finish_reason or '?':14} {count:>5} tok  {body}"))
-    if len(pairs) > limit:
-        rows.append(("…", f"{len(pairs) - limit} more"))
-    gens = [g for _, g in pairs if g is not None]
-    failed = sum(g.finish_reason == "error" for g in gens)
-    parts = [f"{len(pairs)} prompts", f"{len(gens) - failed} ok"]
-    if failed:
-        parts.append(f"{failed} failed")
-    if len(gens) < len(pairs):
-        parts.append(f"{len(pairs) - len(gens)} not run")
-    cached = sum(g.cached for g in gens)
-    if cached:
-        parts.append(f"{cached} cached")
-    tokens = sum(g.usage.completion_tokens for g in gens)
-    cost = sum(g.cost_usd for g in gens)
-    parts.append(f"{tokens} tokens out" + (f" · ${cost:.4f}" if cost else ""))
-    return rows, " · ".join(parts)
-
-
-def run_magic(magics, args, cell: str) -> None:
-    """`%%generate --over VAR`: the cell's template once per item; a compact table; results in --out."""
-    from IPython.core.error import UsageError
-
-    from .commands import _table
-
-    ns = magics.shell.user_ns
-    if args.over not in ns:
-        raise UsageError(f"--over {args.over}: no variable of that name; define a list or Series first")
-    if args.no_interpolate or getattr(args, "chat", None):
-        raise UsageError("--over fills the cell from each item: drop --no-interpolate / --chat")
-    try:
-        items, _ = _as_items(ns[args.over])
-    except ConfigError as exc:
-        raise UsageError(f"--over {args.over}: {exc}") from None
-    if not items:
-        raise UsageError(f"--over {args.over}: the list is empty, nothing to generate; put prompts or items in it")
-    pack = getattr(args, "pack", None)
-    if pack is not None and pack != "auto":
-        try:
-            pack = int(pack)
-        except ValueError:
-            raise UsageError(f"--pack takes a number of prompts per request or auto, got {pack!r}") from None
-    start = time.perf_counter()
-    try:
-        results = generate_many(ns[args.over], args.workers, template=cell.strip("\n"), namespace=ns, pack=pack,
-                                profile=args.profile or magics.profile, model=args.model or magics.model,
-                                system=args.system or magics.system, cache=args.cache, **magics.params(args))
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    magics._store(args, results)
-    rows, line = report_rows(results)
-    _table(rows)
-    keep = f"stored in {args.out}" if args.out else "add --out VAR to keep the results"
-    print(f"— {line} · {time.perf_counter() - start:.1f} s · {keep}")

@@ -1,4 +1,4 @@
-"""Showing a generation in a notebook: live text, final render, one-line footer.
+"""Showing a generation in a notebook as it arrives: live text, then the final render.
 
 Text streams append-only to stdout (ipykernel batches it; O(n) bytes, and what
 nbval records equals what the notebook saves). Rich formats (markdown, code,
@@ -23,7 +23,7 @@ import re
 import sys
 import time
 
-FORMATS = ("text", "markdown", "code", "json", "html")
+from ..params import FORMATS  # noqa: F401 - the formats an answer can be shown in
 PREVIEW_INTERVAL = 0.5  # s between updates of a rich preview while text arrives
 SLICE_CHARS = 384  # a preview slice ends at the first line end past this many characters
 
@@ -38,7 +38,7 @@ def in_kernel() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _publish(bundle: dict, metadata: dict | None = None, display_id=None, update=False):
+def publish(bundle: dict, metadata: dict | None = None, display_id=None, update=False):
     from IPython.display import display
     return display(bundle, raw=True, metadata=metadata or {}, display_id=display_id, update=update)
 
@@ -104,7 +104,7 @@ class LiveOutput:
         self._waiting = None  # the "generating…" line until the first text (or the end)
         if self._kernel:
             from .frontend import waiting_bundle
-            self._waiting = _publish({}, display_id=True)  # empty first: nbval records a first bundle
+            self._waiting = publish({}, display_id=True)  # empty first: nbval records a first bundle
             self._waiting.update(waiting_bundle(), raw=True)
 
     def _done_waiting(self) -> None:
@@ -141,7 +141,7 @@ class LiveOutput:
         first = max(len(self._handles) - 1, 0)  # slices before the last one shown are complete
         for i, (start, end) in enumerate(slices[first:], first):
             if i == len(self._handles):  # empty first: nbval records a display's first bundle
-                self._handles.append(_publish({}, display_id=True))
+                self._handles.append(publish({}, display_id=True))
                 self._shown.append("")
             if self._shown[i] != self.text[start:end]:
                 self._shown[i] = self.text[start:end]
@@ -165,73 +165,11 @@ class LiveOutput:
             if shown:
                 handle.update({}, raw=True)
         for _ in self._slices()[len(self._handles):]:  # unshown slices get one too: outputs follow the text
-            self._handles.append(_publish({}, display_id=True))
+            self._handles.append(publish({}, display_id=True))
         if self.text:
             from .frontend import WARN, answer_payload, html_line
             bundle = render_bundle(self.text, self.fmt)
             if self.fmt == "json" and "application/json" not in bundle:
                 msg = "⚠ -f json: the answer is not JSON; shown as text"
-                _publish({"text/plain": msg, "text/html": html_line(msg, WARN)})
-            _publish({**answer_payload(self.fmt, "done"), **bundle})
-
-
-def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
-    """The one-line footer and any warning lines for a Generation."""
-    u = gen.usage
-    parts = [gen.model or gen.profile or "model", u.label()]
-    if gen.ttft_s is not None:
-        parts.append(f"first token {gen.ttft_s:.2f} s")
-    if gen.latency_s is not None:
-        parts.append(f"total {gen.latency_s:.2f} s")
-    parts.append(f"finish: {gen.finish_reason or '?'}")
-    exchange = getattr(gen, "exchange", None)
-    if exchange:  # a tool exchange: how many calls, and whether the protocol's tool wire was used
-        calls = len(exchange.get("calls") or [])
-        parts.append(f"{calls} tool call{'s' if calls != 1 else ''} in {exchange.get('steps', 0)} steps"
-                     + (" (tools emulated by prompt)" if exchange.get("emulated") else ""))
-    if gen.cost_usd:  # a hit costs nothing: it shows what it saved
-        parts.append(f"$0 (saved ${gen.cost_usd:.4f})" if gen.cached else f"${gen.cost_usd:.4f}")
-    if gen.cached:
-        parts.append("cached")
-    warnings = []
-    if gen.finish_reason == "length":
-        limit, cap = gen.params.get("max_tokens"), cap or 2048
-        if not limit:
-            warnings.append(f"truncated at the server's default length: raise --max-tokens (cap {cap})")
-        elif limit >= cap:
-            warnings.append(f"truncated at max_tokens={limit}, the cap: ask for a shorter answer or continue "
-                            "in a --chat")
-        else:
-            warnings.append(f"truncated at max_tokens={limit}: raise --max-tokens (cap {cap})")
-    elif gen.finish_reason == "content_filter":
-        warnings.append("the answer was filtered by the server's content filter and is incomplete; it is not "
-                        "cached, so a re-run asks again: rephrase the prompt and re-run the cell")
-    elif gen.finish_reason == "max_steps":
-        warnings.append("the model still asked for tools at the last step: raise --max-steps")
-    if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
-                                                                    "error", "max_steps"):
-        warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
-                        if gen.protocol == "openai" else "the model returned no text")
-    return " · ".join(parts), warnings
-
-
-def show_footer(gen, *, cap: int | None = None, note: str | None = None) -> None:
-    line, warnings = footer_line(gen, cap=cap)
-    if note:  # e.g. what is left of today's budget on a JupyterHub relay service
-        line += f" · {note}"
-    from .frontend import MIME, MUTED, WARN, footer_payload, html_line
-    text = "\n".join([f"— {line}"] + [f"⚠ {w}" for w in warnings])
-    html_lines = [html_line(f"— {line}", f"color:{MUTED}")] + [html_line(f"⚠ {w}", WARN) for w in warnings]
-    meta = {"nb_model": {
-        "model": gen.model, "profile": gen.profile, "params": gen.params,
-        "usage": {"prompt_tokens": gen.usage.prompt_tokens, "completion_tokens": gen.usage.completion_tokens,
-                  "estimated": gen.usage.estimated},
-        "finish_reason": gen.finish_reason, "cached": gen.cached, "request_id": gen.request_id,
-    }}
-    _publish({MIME: footer_payload(gen, warnings, note), "text/plain": text, "text/html": "".join(html_lines)},
-             metadata=meta)
-
-
-def show_notice(msg: str) -> None:
-    from .frontend import MUTED, html_line
-    _publish({"text/plain": msg, "text/html": html_line(msg, f"color:{MUTED}")})
+                publish({"text/plain": msg, "text/html": html_line(msg, WARN)})
+            publish({**answer_payload(self.fmt, "done"), **bundle})

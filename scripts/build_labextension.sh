@@ -26,4 +26,5 @@ if [ "$(cat node_modules/.nb-model-key 2>/dev/null)" != "$deps_key" ]; then
   echo "$deps_key" > node_modules/.nb-model-key
 fi
 jlpm build:prod
+rm -f "$out/install.json"  # the wheel adds the repository's install.json there itself (shared-data)
 echo "$build_key" > "$out/.build-key"

@@ -38,9 +38,8 @@ def generate(prompt: str, *, profile: str | None = None, model: str | None = Non
         from .errors import ConfigError
         raise ConfigError("use either tools= or context=, not both")
     if tools is not None:
-        from .tools.loop import run_tools
-        params.setdefault("stream", False)
-        return run_tools(_client(profile, model), prompt, tools, **params)
+        from .tools import run_tools
+        return run_tools(prompt, tools, profile=profile, model=model, **params)
     if context is not None or k is not None:
         if context is None:
             from .errors import ConfigError
@@ -91,9 +90,20 @@ def __getattr__(name: str):
 
 
 def load_ipython_extension(ipython) -> None:
-    """`%load_ext nb_model`: register %%generate / %generate."""
+    """`%load_ext nb_model`: register %%generate / %generate; notices show in the notebook."""
+    from .kernel import install
     from .magics import register
     register(ipython)
+    install()
+
+
+def _install_kernel_handlers() -> None:
+    """Notices, progress lines and the session name go through IPython when there is a shell (nb_model.kernel)."""
+    from .kernel import install
+    install()
+
+
+_install_kernel_handlers()
 
 
 def _jupyter_server_extension_points():

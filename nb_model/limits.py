@@ -23,22 +23,18 @@ import time
 from typing import Callable
 
 from .config import EMBEDDED_PREFIX
+from .notices import notice_once, redis_topic
+from .rate import GCRA_LUA, gcra
 
-# GCRA in one atomic step: book the next slot on the shared schedule, say how long to wait for it,
-# and how many processes booked slots in the last ARGV[4] seconds.
+# GCRA (nb_model.rate, "book and wait") in one atomic step on Redis's clock: book the next slot on the
+# shared schedule, say how long to wait for it, and how many processes booked slots in the last ARGV[4] s.
 # KEYS[1] = schedule key, KEYS[2] = its sharers; ARGV = interval between requests (s), burst (requests),
 # this process's name, the sharers' window (s).
-_RESERVE_LUA = """
+_RESERVE_LUA = GCRA_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
-local wait = tat - burst * interval - now
-if wait < 0 then wait = 0 end
+local tat, wait = gcra(KEYS[1], now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+book(KEYS[1], tat, now)
 redis.call('ZADD', KEYS[2], now, ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[4])) + 1)
@@ -56,7 +52,8 @@ def wait_interruptibly(seconds: float) -> None:
 
 
 class TokenBucket:
-    """`acquire()` blocks until a request may go out at `rate` per second.
+    """`acquire()` blocks until a request may go out at `rate` per second (GCRA, "book and wait": see
+    nb_model.rate).
 
     A small burst keeps a thread pool from sending more than the server's
     bucket allows; waiting happens outside the lock in short sleeps so a
@@ -66,18 +63,14 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float = 1.0) -> None:
         self.rate = float(rate)
         self.burst = max(1.0, float(burst))
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._tat: float | None = None
         self._lock = threading.Lock()
 
     def _reserve(self) -> float:
-        """Take a token now or book one; return how long the caller must wait."""
+        """Book the next slot; return how long the caller must wait for it."""
         with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            self._tat, wait = gcra(self._tat, time.monotonic(), 1.0 / self.rate, self.burst)
+            return wait
 
     def acquire(self) -> float:
         if self.rate <= 0:
@@ -140,7 +133,6 @@ class RedisBucket:
         share = self.rate / self.sharers
         if self.sharers > 1 and (self.degraded is None or self.degraded.rate != share):
             self.degraded = TokenBucket(share, burst=1.0)
-        from .client import notice_once, redis_topic
         reason = "redis-py is not installed: pip install 'nb_model[redis]'" if isinstance(exc, ImportError) \
             else type(exc).__name__
         alone = f"{share:g} requests/s ({self.sharers} processes were sharing {self.rate:g}/s)" \

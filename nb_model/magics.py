@@ -24,10 +24,10 @@ SUBCOMMANDS = {
     "profiles": "nb_model.magics:cmd_profiles",
     "help": "nb_model.magics:cmd_help",
     "panel": "nb_model.panel:cmd_panel",
-    "cache": "nb_model.cache.commands:cmd_cache",
-    "history": "nb_model.cache.commands:cmd_history",
-    "usage": "nb_model.cache.commands:cmd_usage",
-    "chat": "nb_model.chat:cmd_chat",
+    "cache": "nb_model.commands:cmd_cache",
+    "history": "nb_model.commands:cmd_history",
+    "usage": "nb_model.commands:cmd_usage",
+    "chat": "nb_model.commands:cmd_chat",
 }
 
 
@@ -162,8 +162,8 @@ class NbModel(Magics):
         from .display import LiveOutput, show_footer, show_notice
         from .template import cell_prompt
 
-        chat = conversation(self.shell, args.chat) if args.chat else None
         try:
+            chat = conversation(self.shell, args.chat) if args.chat else None
             prompt = cell_prompt(cell, namespace)
             client = client_for(settings.profile, model=settings.model)
             stream = client.stream(prompt, system=settings.system, messages=chat.messages() if chat else None,
@@ -192,7 +192,7 @@ class NbModel(Magics):
             raise
         gen = stream.generation
         live.finish(gen)
-        from .hub_env import footer_note
+        from .config.env import footer_note
         show_footer(gen, cap=client.profile.max_tokens_cap, note=None if gen.cached else footer_note(gen.profile))
         if chat:
             chat.add(prompt, gen)

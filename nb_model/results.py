@@ -49,6 +49,7 @@ class Generation:
     latency_s: float | None = None
     cached: bool = False
     profile: str = ""
+    protocol: str = ""  # the wire protocol it was made with (seed, openai, openai-completions)
     params: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
     error: str | None = None

@@ -47,9 +47,9 @@ def clean_env(_env_snapshot, monkeypatch, tmp_path):
     monkeypatch.setenv("NB_MODEL_LOCAL", "off")
     monkeypatch.setenv("NB_MODEL_CACHE", "off")  # tests of the cache turn it on (delenv or a path)
     monkeypatch.chdir(tmp_path)
-    from nb_model import cache, client, config
+    from nb_model import cache, client, config, notices
     client._clients.clear()
-    client._said.clear()
+    notices.forget_said()
     config.set_session_profile(None)
     config._session_profiles.clear()
     cache.reset()

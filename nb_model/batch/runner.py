@@ -21,7 +21,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from .. import packing
-from ..client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for, estimate_tokens, notice
+from ..client import MAX_HINT_S, RETRY_STATUS, backoff_delay, check_cache_mode, client_for
+from ..notices import notice
+from ..tokens import estimate_tokens
 from ..errors import APIError, ConfigError, ConnectionFailed, StreamBroken
 from ..flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
 from ..params import PARAMS, validate_params

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..notices import session_name
+
 FOLDER = ".nb_model"
 FALLBACK_NAME = "cache.sqlite"
 OFF = ("off", "none", "0", "false")
@@ -29,16 +31,12 @@ def set_override(path: str | os.PathLike | None) -> None:
 
 
 def _session_name() -> str | None:
-    """The kernel's notebook path: $JPY_SESSION_NAME, else `__session__` in the user namespace."""
+    """The kernel's notebook path: $JPY_SESSION_NAME, else what the front end knows (IPython's `__session__`
+    in the user namespace: see nb_model.kernel)."""
     name = os.environ.get("JPY_SESSION_NAME")
     if name:
         return name
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    value = shell.user_ns.get("__session__") if shell is not None else None
+    value = session_name()
     return value if isinstance(value, str) and value else None
 
 

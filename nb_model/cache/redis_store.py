@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import redact_url
+from ..notices import notice_once, redis_topic
 from ..results import Generation
 
 SCHEMES = ("redis", "rediss", "unix")
@@ -94,7 +95,6 @@ class RedisStore:
             return fn(self.client)
         except (redis.RedisError, OSError, ValueError) as exc:
             self._down_until = time.monotonic() + RETRY_AFTER_S
-            from ..client import notice_once, redis_topic
             notice_once(redis_topic(self.url), f"nb_model: the Redis cache at {redact_url(self.url)} is "
                         f"unreachable ({type(exc).__name__}); generating without the cache")
             return default

@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..notices import forget_said, notice, notice_once
 from . import location
 from .keys import cache_key, prompt_head
 from .redis_store import SCHEMES, RedisStore, redact_url
@@ -26,18 +27,11 @@ _lock = threading.Lock()
 _stores: dict[tuple, object] = {}
 
 
-def _said_clear() -> None:
-    from ..client import _said
-    _said.clear()
-
-
 def warn(msg: str) -> None:
-    from ..client import notice
     notice(msg)
 
 
 def _warn_once(topic: str, msg: str) -> None:
-    from ..client import notice_once
     notice_once(topic, msg)
 
 
@@ -208,6 +202,6 @@ def reset() -> None:
             if store is not None:
                 store.close()
         _stores.clear()
-        _said_clear()
+        forget_said()
     location.set_override(None)
     session = SessionLog()

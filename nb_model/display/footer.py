@@ -5,16 +5,6 @@ from __future__ import annotations
 from .live import publish
 
 
-def _protocol(profile: str) -> str | None:
-    """The wire protocol of a profile by name (None when it cannot be resolved now)."""
-    from ..config import resolve_profile
-    from ..errors import ConfigError
-    try:
-        return resolve_profile(profile).protocol if profile else None
-    except ConfigError:  # e.g. a profile of an older session: the footer still shows
-        return None
-
-
 def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     """The one-line footer and any warning lines for a Generation."""
     u = gen.usage
@@ -51,7 +41,7 @@ def footer_line(gen, *, cap: int | None = None) -> tuple[str, list[str]]:
     if not gen.text and not gen.error and gen.finish_reason not in ("content_filter", "interrupted", "stopped",
                                                                     "error", "max_steps"):
         warnings.append("no text: a base model on a chat endpoint? try protocol openai-completions"
-                        if _protocol(gen.profile) == "openai" else "the model returned no text")
+                        if gen.protocol == "openai" else "the model returned no text")
     return " · ".join(parts), warnings
 
 

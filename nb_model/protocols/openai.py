@@ -5,14 +5,13 @@ import json
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked, error_chunk
+from .base import Chunk, Spec, checked, endpoint_of, error_chunk
 from .sse import SSEDecoder
 
 SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 
 
 def _base(endpoint: str) -> str:
-    endpoint = endpoint.rstrip("/")
     for suffix in ("/chat/completions", "/completions"):
         if endpoint.endswith(suffix):
             endpoint = endpoint[: -len(suffix)]
@@ -28,7 +27,13 @@ def _language_hint(spec: Spec) -> str | None:
 class Adapter:
     chat: bool
 
-    def build(self, endpoint: str, model: str | None, spec: Spec, stream: bool):
+    def url_for(self, target) -> str:
+        """The URL requests go to, from an endpoint (a base URL with or without /v1, or the whole URL) or a
+        profile."""
+        return _base(endpoint_of(target)) + ("/chat/completions" if self.chat else "/completions")
+
+    def build(self, model: str | None, spec: Spec, stream: bool):
+        """(JSON body, extra headers) of a request."""
         body: dict = {"model": model or "default"}
         body.update({k: spec.params[k] for k in SAMPLING if spec.params.get(k) is not None})
         hint = _language_hint(spec)
@@ -48,8 +53,7 @@ class Adapter:
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        path = "/chat/completions" if self.chat else "/completions"
-        return _base(endpoint) + path, body, {}
+        return body, {}
 
     def _choice_text(self, choice: dict, *, delta: bool) -> str:
         if self.chat:

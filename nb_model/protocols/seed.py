@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ProtocolError
-from . import Chunk, Spec, checked, error_chunk
+from .base import Chunk, Spec, checked, endpoint_of, error_chunk
 from .lines import LineSplitter
 
 DEFAULT_PATH = "/v1/generate"
@@ -15,18 +15,20 @@ FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "language", "seed")
 CLEAN_END_COMPLETES = True
 
 
-def url_for(endpoint: str) -> str:
-    endpoint = endpoint.rstrip("/")
+def url_for(target) -> str:
+    """The URL requests go to, from an endpoint (a base URL, or the whole …/generate URL) or a profile."""
+    endpoint = endpoint_of(target)
     return endpoint if endpoint.endswith("/generate") else endpoint + DEFAULT_PATH
 
 
-def build(endpoint: str, model: str | None, spec: Spec, stream: bool):
+def build(model: str | None, spec: Spec, stream: bool):
+    """(JSON body, extra headers) of a request."""
     body = {"prompt": spec.transcript()}
     body.update({k: spec.params[k] for k in FIELDS if spec.params.get(k) is not None})
     if model:
         body["model"] = model
     headers = {"X-Stream": "true"} if stream else {}
-    return url_for(endpoint), body, headers
+    return body, headers
 
 
 def _chunk(obj, *, whole: bool) -> Chunk:

@@ -14,13 +14,13 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
+from ..notices import progress_line
 from . import text as textmod
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".py")
@@ -117,20 +117,10 @@ def _cache_file(root: Path, budget: int) -> Path | None:
 
 def _default_progress() -> Callable[[int, int], None]:
     """A line 'indexing 120/400 files' that updates in place (a display in a notebook, stderr elsewhere)."""
-    state: dict[str, Any] = {}
+    line = progress_line()
 
     def show(done: int, total: int) -> None:
-        line = f"nb_model: indexing {done}/{total} files" + (" — done" if done == total else "…")
-        from ..display import in_kernel
-        if in_kernel():
-            from IPython.display import display
-            bundle = {"text/plain": line}
-            if "handle" not in state:
-                state["handle"] = display(bundle, raw=True, display_id=True)
-            else:
-                state["handle"].update(bundle, raw=True)
-        else:
-            print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+        line(f"nb_model: indexing {done}/{total} files" + (" — done" if done == total else "…"), done == total)
     return show
 
 
@@ -195,7 +185,8 @@ class Index:
             raise ConfigError(f"the context ({self.source_label}) holds no text to search")
         return terms
 
-    def _from_path(self, path: Path, use_cache: bool, progress) -> list[list[str]]:
+    def _documents(self, path: Path) -> tuple[Path, Path, list[Path]]:
+        """(absolute path, root the files are named from, the readable files) of a file or folder."""
         if not path.exists():
             raise ConfigError(f"context: no such file or folder: {os.fspath(path)!r}")
         self.source_label = os.fspath(path)  # as the user wrote it (outputs stay the same on any machine)
@@ -209,6 +200,35 @@ class Index:
             root, files = path, sorted(self._walk(path))
         if not files:
             raise ConfigError(f"context: no documents in {os.fspath(path)!r} (looked for {' '.join(SUFFIXES)})")
+        return path, root, files
+
+    def _entry(self, file: Path, rel: str, cached: dict) -> dict | str | None:
+        """The file's passages and terms (from the cache file while size and mtime match, else read now);
+        "no-pdf" when reading it needs pypdf, None when it cannot be read (a warning says why)."""
+        try:
+            st = file.stat()
+        except OSError as exc:
+            self._skip(rel, exc.strerror or type(exc).__name__)
+            return None
+        entry = cached.get(rel)
+        if (isinstance(entry, dict) and entry.get("size") == st.st_size
+                and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("passages"), list)
+                and isinstance(entry.get("terms"), list)):
+            self.stats["reused"] += 1
+            return entry
+        try:
+            pieces = _pieces(file, self.chunk_tokens)
+        except ImportError:
+            return "no-pdf"
+        except (_Unreadable, OSError) as exc:
+            self._skip(rel, getattr(exc, "strerror", None) or str(exc))
+            return None
+        self.stats["read"] += 1
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "passages": pieces,
+                "terms": [textmod.words(t) for t, _ in pieces]}
+
+    def _from_path(self, path: Path, use_cache: bool, progress) -> list[list[str]]:
+        path, root, files = self._documents(path)
         memo_key = (os.fspath(path), self.chunk_tokens, self._fingerprint(root, files))
         remembered = _MEMORY.get(memo_key[:2]) if use_cache else None
         if remembered is not None and remembered[0] == memo_key[2]:  # nothing changed since the last build here
@@ -226,28 +246,10 @@ class Index:
         terms: list[list[str]] = []
         for n, file in enumerate(files, 1):
             rel = file.relative_to(root).as_posix()
-            try:
-                st = file.stat()
-            except OSError as exc:
-                self._skip(rel, exc.strerror or type(exc).__name__)
+            entry = self._entry(file, rel, cached)
+            if not isinstance(entry, dict):
+                pdf_missing += entry == "no-pdf"
                 continue
-            entry = cached.get(rel)
-            if (isinstance(entry, dict) and entry.get("size") == st.st_size
-                    and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("passages"), list)
-                    and isinstance(entry.get("terms"), list)):
-                self.stats["reused"] += 1
-            else:
-                try:
-                    pieces = _pieces(file, self.chunk_tokens)
-                except ImportError:
-                    pdf_missing += 1
-                    continue
-                except (_Unreadable, OSError) as exc:
-                    self._skip(rel, getattr(exc, "strerror", None) or str(exc))
-                    continue
-                entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "passages": pieces,
-                         "terms": [textmod.words(t) for t, _ in pieces]}
-                self.stats["read"] += 1
             fresh[rel] = entry
             self.stats["files"] += 1
             for (chunk, loc), t in zip(entry["passages"], entry["terms"]):

@@ -31,9 +31,9 @@ import random
 import threading
 from typing import Generator
 
+from ..config.env import LOCAL_MODEL as MODEL_NAME
 from .engine import TokenStream
 
-MODEL_NAME = "gemma3-270m"
 GGUF_ENV = "NB_MODEL_GGUF"
 MIN_P = 0.05  # llama.cpp's default: drops tokens under 5% of the likeliest one's probability
 CONTEXT_WINDOW = 16384  # n_ctx by default (the model allows 32768); the sandbox server takes it

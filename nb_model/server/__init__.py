@@ -4,7 +4,7 @@ Enabled on install by ``jupyter-config/jupyter_server_config.d/nb_model.json``.
 Routes under ``{base_url}nb-model/``: ``relay/<profile>/<path>``, ``sandbox/<path>``,
 ``status``. Configure with ``c.NbModelRelay.*`` (see `nb_model.server.relay`).
 Kernels started by the server inherit ``NB_MODEL_RELAY_URL``/``_TOKEN``/``_PROFILES``
-and get ``relay:<name>`` profiles (see `nb_model.relay_env`).
+and get ``relay:<name>`` profiles (see `nb_model.config.env`).
 """
 from __future__ import annotations
 

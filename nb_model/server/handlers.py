@@ -10,20 +10,17 @@ import asyncio
 import hmac
 import json
 import re
-import time
 from typing import Any
 from urllib.parse import quote
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from tornado import web
 from tornado.web import stream_request_body
 
-from .metering import UsageMeter
 from .proxy import PASS_REQUEST, PASS_SANDBOX, UpstreamFailed, forward
-from .quotas import QuotaExceeded, retry_after_header
-from .relay import PATH_PROTOCOL, BadRequest, NbModelRelay
+from .relay import NbModelRelay
+from .relaying import RelayError, json_error, relay_request
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
@@ -31,20 +28,9 @@ except ImportError:  # jupyter_server < 2.13 checks nothing before the handler r
     def allow_unauthenticated(method):
         return method
 
-ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-               413: "request_too_large", 429: "rate_limit_error"}
 # identity providers whose token logins are anonymous, random users: charge the server's owner
 _ANONYMOUS_TOKEN_LOGINS = (IdentityProvider, PasswordIdentityProvider)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-BIG_BODY = 64 << 10  # bodies from this size on are parsed and measured in a thread (a few ms of work)
-
-
-class RelayError(web.HTTPError):
-    """An error reply with extra headers (e.g. Retry-After) that survive tornado's `send_error`."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(status, "%s", message)
-        self.message, self.headers = message, headers or {}
 
 
 class _Base(APIHandler):
@@ -87,30 +73,18 @@ class _Base(APIHandler):
         return getattr(user, "username", None) or self.relay.token_user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, RelayError):
-            message, headers = exc.message, exc.headers
-        else:
-            message = (exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message
-                       else self._reason)
-            headers = {}
-        for name, value in headers.items():
-            self.set_header(name, value)
-        kind = ERROR_TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
-        self.finish(json.dumps({"error": {"message": message, "type": kind}}))
+        self.finish(json_error(self, status_code, kwargs.get("exc_info")))
 
     def on_connection_close(self) -> None:
         if self.passthrough is not None:
             self.passthrough.client_gone = True
 
-    async def pass_through(self, url: str, key: str | None = None, meter: UsageMeter | None = None,
-                           body: bytes | None = None, allow_headers: frozenset[str] = PASS_REQUEST):
+    async def pass_through(self, url: str, body: bytes | None = None, allow_headers: frozenset[str] = PASS_REQUEST):
+        """The sandbox's reply to this request, streamed back (no key, no metering)."""
         relay = self.relay
-        hooks = {"on_start": lambda status, ctype: meter.start(ctype), "on_chunk": meter.feed} if meter else {}
         try:
-            return await forward(self, url, key, connect_timeout=relay.connect_timeout,
-                                 request_timeout=relay.request_timeout, body=body, allow_headers=allow_headers,
-                                 **hooks)
+            return await forward(self, url, None, connect_timeout=relay.connect_timeout,
+                                 request_timeout=relay.request_timeout, body=body, allow_headers=allow_headers)
         except UpstreamFailed as exc:
             raise RelayError(exc.status, f"nb_model relay: the upstream {exc}") from None
 
@@ -160,44 +134,12 @@ class RelayHandler(_LimitedBody):
     async def post(self, name: str, path: str) -> None:
         if self._finished:  # refused while the body came in
             return
-        relay = self.relay
-        profile = relay.routes.get(name)
-        if profile is None:
-            served = ", ".join(sorted(relay.routes)) or "none"
-            raise RelayError(404, f"nb_model relay: no relay profile {name!r} (this server serves: {served})")
-        target = profile.upstream(path)
-        if target is None:
-            allowed = ", ".join(p for p, proto in PATH_PROTOCOL.items() if profile.upstream(p))
-            raise RelayError(404, f"nb_model relay: profile {name!r} ({profile.protocol}) serves {allowed}, "
-                                  f"not {path!r}")
-        url, protocol = target
-        key = relay.key_for(name)
-        if key and profile.plain_http_remote() and not relay.allow_insecure_upstream:
-            raise RelayError(403, f"nb_model relay: profile {name!r} would send its key over plain http to a "
-                                  "remote host; the server's admin must use https or set "
-                                  "NbModelRelay.allow_insecure_upstream = True")
-        loop = asyncio.get_running_loop()
-        try:  # parsing and measuring a large body (up to max_request_bytes): off the event loop
-            body, reserve = (profile.shape(self.body) if len(self.body) < BIG_BODY
-                             else await loop.run_in_executor(None, profile.shape, self.body))
-        except BadRequest as exc:
-            raise RelayError(400, f"nb_model relay: {exc}") from None
-        user = self.quota_user()
-        try:
-            reservation = await loop.run_in_executor(None, relay.quotas.admit, user, None, reserve)
-        except QuotaExceeded as exc:
-            raise RelayError(429, f"nb_model relay: {exc}", retry_after_header(exc.retry_after)) from None
-        meter = UsageMeter(protocol, body)
-        start, tokens = time.monotonic(), 0
-        try:
-            reply = await self.pass_through(url, key, meter, body)
-            tokens = (0 if not reply.streaming else meter.tokens() if len(body) < BIG_BODY
-                      else await loop.run_in_executor(None, meter.tokens))
-        finally:  # the reservation becomes the real count (0 if nothing came back)
-            await loop.run_in_executor(None, relay.quotas.settle, reservation, tokens)
-        self.log.info("nb_model relay: %s %s/%s -> %s %d, %d tokens, %.2f s%s", user, name, path.strip("/"),
-                      relay.routes[name].protocol, reply.status, tokens, time.monotonic() - start,
-                      " (caller left)" if reply.client_gone else "")
+        relay, loop = self.relay, asyncio.get_running_loop()
+        await relay_request(self, relay, name, path, self.body, user=self.quota_user(), quotas=relay.quotas,
+                            run=lambda func, *args: loop.run_in_executor(None, func, *args),
+                            settle=relay.quotas.settle, log=self.log, serves="this server",
+                            insecure_fix="the server's admin must use https or set "
+                                         "NbModelRelay.allow_insecure_upstream = True")
 
 
 @stream_request_body

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .. import protocols
+from ..protocols import adapter
 from ..tokens import estimate_tokens
 from ..errors import ProtocolError
 
@@ -38,7 +38,7 @@ class UsageMeter:
     """Feed reply bytes; `tokens()` is the server-reported usage, else an estimate."""
 
     def __init__(self, protocol: str, request_body: bytes):
-        self._adapter = protocols.adapter(protocol)
+        self._adapter = adapter(protocol)
         self._request = request_body
         self._decoder = None
         self._whole = bytearray()

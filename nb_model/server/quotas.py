@@ -1,8 +1,8 @@
 """Per-user limits of the relay: requests per second and tokens per UTC day.
 
 Counts live in SQLite (one file, survives restarts) or Redis (shared by
-several servers). The request rate uses GCRA — one "theoretical arrival time"
-per user, stored as wall-clock seconds — so it also survives restarts.
+several servers). The request rate uses GCRA (`nb_model.rate`, "admit or refuse") — one "theoretical
+arrival time" per user, stored as wall-clock seconds — so it also survives restarts.
 A request reserves its most possible tokens (prompt estimate + max_tokens) when
 admitted, atomically with the check, so concurrent or large requests cannot run
 far past the daily limit; `settle` then replaces the reservation by the real count.
@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+from ..rate import GCRA_LUA, gcra
 
 KEY_PREFIX = "nb_model:relay:"
 
@@ -47,14 +49,20 @@ def seconds_to_midnight(now: float) -> float:
     return (midnight - moment).total_seconds()
 
 
+def open_sqlite(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path` (its folder made if needed) that several threads may share
+    under a lock, in autocommit mode (transactions are explicit), waiting up to 10 s for other writers."""
+    if path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+
+
 class SQLiteCounters:
     """Counters in one SQLite file; safe for several threads and processes."""
 
     def __init__(self, path: str):
         self.path = path
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db = open_sqlite(path)
         self._lock = threading.Lock()
         with self._lock:
             self._db.executescript(
@@ -62,16 +70,16 @@ class SQLiteCounters:
                 "CREATE TABLE IF NOT EXISTS usage (user TEXT NOT NULL, day TEXT NOT NULL, "
                 "tokens INTEGER NOT NULL, PRIMARY KEY (user, day));")
 
-    def take(self, user: str, interval: float, slack: float, now: float) -> float:
+    def take(self, user: str, interval: float, burst: float, now: float) -> float:
         """GCRA: 0 if a request may pass now (and count it), else the seconds to wait."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT tat FROM rate WHERE user = ?", (user,)).fetchone()
-                tat = max(row[0] if row else now, now)
-                if tat - now > slack:
-                    return tat - now - slack
-                self._db.execute("INSERT OR REPLACE INTO rate (user, tat) VALUES (?, ?)", (user, tat + interval))
+                tat, wait = gcra(row[0] if row else None, now, interval, burst)
+                if wait > 0:
+                    return wait
+                self._db.execute("INSERT OR REPLACE INTO rate (user, tat) VALUES (?, ?)", (user, tat))
                 return 0.0
             finally:
                 self._db.execute("COMMIT")
@@ -108,12 +116,12 @@ class SQLiteCounters:
             self._db.close()
 
 
-_GCRA = """
-local now, interval, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
-if tat < now then tat = now end
-if tat - now > slack then return tostring(tat - now - slack) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+# GCRA, "admit or refuse", on the caller's clock (`now`, as the SQLite counters use it)
+_GCRA = GCRA_LUA + """
+local now = tonumber(ARGV[1])
+local tat, wait = gcra(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait > 0 then return string.format('%.6f', wait) end
+book(KEYS[1], tat, now)
 return '0'
 """
 
@@ -139,8 +147,8 @@ class RedisCounters:
         self._gcra = self._redis.register_script(_GCRA)
         self._reserve = self._redis.register_script(_RESERVE)
 
-    def take(self, user: str, interval: float, slack: float, now: float) -> float:
-        return float(self._gcra(keys=[f"{KEY_PREFIX}rate:{user}"], args=[repr(now), repr(interval), repr(slack)]))
+    def take(self, user: str, interval: float, burst: float, now: float) -> float:
+        return float(self._gcra(keys=[f"{KEY_PREFIX}rate:{user}"], args=[repr(now), repr(interval), repr(burst)]))
 
     def used(self, user: str, day: str) -> int:
         return int(self._redis.get(f"{KEY_PREFIX}tokens:{user}:{day}") or 0)
@@ -172,9 +180,7 @@ class Quotas:
         now = time.time() if now is None else now
         day, limit = utc_day(now), self.tokens_per_day
         if self.qps > 0:  # the rate first, so a refused request never holds tokens others could see
-            interval = 1.0 / self.qps
-            burst = max(1.0, self.qps)
-            wait = self.store.take(user, interval, (burst - 1) * interval, now)
+            wait = self.store.take(user, 1.0 / self.qps, max(1.0, self.qps), now)
             if wait > 0:
                 raise QuotaExceeded(
                     f"rate limit: user {user!r} may send {self.qps:g} requests per second; "

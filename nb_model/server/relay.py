@@ -40,10 +40,11 @@ from urllib.parse import urlsplit
 from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .. import protocols
+from ..protocols import adapter
 from ..tokens import estimate_tokens
 from ..errors import ConfigError
-from ..relay_env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
+from ..config.env import CLIENT_FIELDS, PROFILES_ENV, TOKEN_ENV, URL_ENV
+from ..config.profiles import EMBEDDED_PREFIX, profile_from_dict
 from .metering import prompt_text
 from .quotas import Quotas, open_store
 
@@ -119,8 +120,7 @@ class RelayProfile:
         protocol = PATH_PROTOCOL.get(path.strip("/"))
         if protocol is None or FAMILY[protocol] != FAMILY[self.protocol]:
             return None
-        url, _, _ = protocols.adapter(protocol).build(self.endpoint, None, protocols.Spec(prompt="-"), False)
-        return url, protocol
+        return adapter(protocol).url_for(self), protocol
 
     def plain_http_remote(self) -> bool:
         """True for an http:// endpoint off this machine (a key would cross the network in clear)."""
@@ -160,22 +160,17 @@ def parse_profile(name: str, data: Any) -> RelayProfile:
     for k in sources:
         if not isinstance(data[k], str) or not data[k].strip():
             raise ConfigError(f"{where}: {k} must be a non-empty string")
-    cap = data.get("max_tokens_cap")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise ConfigError(f"{where}: max_tokens_cap must be a positive integer")
     unknown = set(data) - SETTINGS
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
                           f"allowed: {', '.join(sorted(SETTINGS))}")
     endpoint = data.get("endpoint")
-    if not isinstance(endpoint, str) or urlsplit(endpoint).scheme not in ("http", "https") \
-            or not urlsplit(endpoint).hostname:
+    if not isinstance(endpoint, str) or endpoint.startswith(EMBEDDED_PREFIX):
         raise ConfigError(f"{where}: endpoint must be an http(s) URL such as https://api.example.com/v1")
-    protocol = data.get("protocol", "seed")
-    if protocol not in protocols.PROTOCOLS:
-        raise ConfigError(f"{where}: protocol {protocol!r} unknown; use one of {', '.join(protocols.PROTOCOLS)}")
-    return RelayProfile(name, endpoint, protocol, data.get("model"), data.get("key_env"),
-                        {k: data[k] for k in HINTS if k in data}, key_file=data.get("key_file"),
+    # the settings a kernel-side profile also has go through config's own checks (types, ranges, URL)
+    checked = profile_from_dict(name, {k: v for k, v in data.items() if k not in ("key", "key_file")}, where=where)
+    return RelayProfile(name, checked.endpoint, checked.protocol, checked.model, checked.key_env,
+                        {k: getattr(checked, k) for k in HINTS if k in data}, key_file=data.get("key_file"),
                         key_in_config=data.get("key") is not None)
 
 
@@ -338,7 +333,7 @@ class NbModelRelay(LoggingConfigurable):
         return [self.relay_token, *self._keys.values()]
 
     def kernel_env(self, relay_url: str) -> dict[str, str]:
-        """The variables kernels inherit to find the relay (see `nb_model.relay_env`)."""
+        """The variables kernels inherit to find the relay (see `nb_model.config.env`)."""
         listed = {name: prof.public(self.qps) for name, prof in self.routes.items()}
         return {URL_ENV: self.relay_url or relay_url, TOKEN_ENV: self.relay_token,
                 PROFILES_ENV: json.dumps(listed, sort_keys=True)}

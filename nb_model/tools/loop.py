@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, Interrupted, NbModelError
 from ..protocols.tools import MalformedCall, emulated_result, emulation_system, parse_emulated
 from ..results import Generation
-from . import Tool, toolset
+from .toolset import Tool, toolset
 from .schema import check_value, convert
 
 MAX_STEPS = 5

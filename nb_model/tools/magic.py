@@ -26,8 +26,8 @@ def run_magic(settings, args, cell: str, *, ns: dict, chats: Callable[[str], Any
         raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
     if args.tool_timeout is not None and args.tool_timeout <= 0:
         raise UsageError(f"--tool-timeout must be a positive number of seconds, got {args.tool_timeout:g}")
-    chat = chats(args.chat) if args.chat else None
     try:
+        chat = chats(args.chat) if args.chat else None
         tools = from_names(args.tools, ns)
         prompt = cell_prompt(cell, None if args.no_interpolate else ns)
         client = client_for(settings.profile, model=settings.model)

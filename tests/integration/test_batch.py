@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import require, run, settled
 import nb_model
-from nb_model import client as client_mod
+from nb_model import notices
 from nb_model.batch import generate_many, split_spans, split_text, summarize_long
 from nb_model.client import client_for, estimate_tokens
 from nb_model.errors import APIError, ConfigError
@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def collected():
     """Collect the client's one-line notices (and restore the previous handler)."""
-    seen, previous = [], client_mod._notice_handler
-    client_mod.set_notice_handler(seen.append)
+    seen = []
+    previous = notices.set_notice_handler(seen.append)
     yield seen
-    client_mod.set_notice_handler(previous)
+    notices.set_notice_handler(previous)
 
 
 def reference(prompts, **params):

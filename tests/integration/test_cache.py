@@ -171,7 +171,7 @@ def test_file_subcommand_takes_a_folder_off_and_auto_like_the_env_var(cached, sa
     _, cap = run(cached, "%generate help")
     assert "--file PATH|DIR|off|auto" in cap.stdout
     from nb_model import cache
-    from nb_model.cache.commands import CACHE_USAGE
+    from nb_model.commands import CACHE_USAGE
     assert CACHE_USAGE.split(" | ")[-1] in cache.__doc__  # the package docs name every form of --file
 
 

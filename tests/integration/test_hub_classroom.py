@@ -439,7 +439,7 @@ def test_budgets_are_per_student_and_over_them_429_says_so_in_one_line(hub, kern
     # the rate: 1 request/s per student, a second request at once is refused in one line
     rate = grace.run(f"""
 import os, requests
-from nb_model import hub_env
+from nb_model.config import env as hub_env
 url, _ = hub_env.service()
 auth = {{"Authorization": "Bearer " + os.environ["JUPYTERHUB_API_TOKEN"]}}
 replies = [requests.post(url + "relay/course/v1/generate", headers=auth,
@@ -463,7 +463,7 @@ print(replies[1].headers.get("Retry-After"), replies[1].json()["error"]["message
     # Ada's token cannot name someone else's budget, whatever the request says
     other = ada.run(f"""
 import os, requests, time
-from nb_model import hub_env
+from nb_model.config import env as hub_env
 url, _ = hub_env.service()
 time.sleep(1.1)  # past the rate limit: what is left is the daily budget
 r = requests.post(url + "relay/course/v1/generate",
@@ -513,7 +513,7 @@ def test_the_teachers_page_lists_each_student_and_a_student_sees_only_their_own(
     # a student: only her own line, on the page and in the JSON
     own = kernels[GRACE].run("""
 import os, requests
-from nb_model import hub_env
+from nb_model.config import env as hub_env
 url, _ = hub_env.service()
 auth = {"Authorization": "Bearer " + os.environ["JUPYTERHUB_API_TOKEN"]}
 print(requests.get(url + "api/usage", headers=auth).json())

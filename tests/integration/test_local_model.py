@@ -23,7 +23,7 @@ import pytest
 from conftest import missing_part, run, server_process, shown
 from nb_model.client import Client
 from nb_model.config import Profile, resolve_profile
-from nb_model.sandbox.local import PACKAGES
+from nb_model.config.env import LOCAL_PACKAGES as PACKAGES
 
 pytestmark = pytest.mark.local_model
 

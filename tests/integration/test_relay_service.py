@@ -141,7 +141,7 @@ def relay(upstream, tmp_path):
 
 
 def test_a_kernel_finds_the_service_and_its_footer_shows_what_is_left(relay, upstream, shell, monkeypatch, capsys):
-    from nb_model import hub_env
+    from nb_model.config import env as hub_env
     hub_env._found.clear()
     monkeypatch.setenv("NB_MODEL_HUB_URL", relay.url)
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", TOKENS["ada"])

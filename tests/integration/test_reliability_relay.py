@@ -17,7 +17,7 @@ import requests
 from nb_model.client import Client
 from nb_model.config import resolve_profile
 from nb_model.errors import APIError
-from nb_model.relay_env import TOKEN_ENV
+from nb_model.config.env import TOKEN_ENV
 from nb_model.tokens import estimate_tokens
 from test_server_relay import KEY_ENV, UPSTREAM_KEY, serve, upstream, use_relay  # noqa: F401 - fixtures
 

@@ -130,9 +130,9 @@ def test_sqlite_store_survives_values_it_cannot_hold(tmp_path):
 @pytest.fixture
 def new_kernel(monkeypatch):
     """As in a kernel that has not started its embedded sandbox yet (servers the test starts are stopped)."""
-    from nb_model import client as client_mod
+    from nb_model.client import embedded
     started: dict = {}
-    monkeypatch.setattr(client_mod, "_embedded", started)
+    monkeypatch.setattr(embedded, "_embedded", started)
     yield started
     for server in list(started.values()):
         server.stop()
@@ -148,9 +148,9 @@ def test_embedded_sandbox_starts_with_the_first_valid_request(shell, new_kernel)
 
 
 def test_embedded_sandbox_starts_once_for_concurrent_first_requests(new_kernel):
-    from nb_model import client as client_mod
-    said, previous = [], client_mod._notice_handler
-    client_mod.set_notice_handler(said.append)
+    from nb_model import notices
+    said = []
+    previous = notices.set_notice_handler(said.append)
     try:
         start = threading.Barrier(6)
         results = []
@@ -171,7 +171,7 @@ def test_embedded_sandbox_starts_once_for_concurrent_first_requests(new_kernel):
         assert all(nb_model.generate_many(["a", "b", "c", "d"], max_workers=4, max_tokens=3, progress=False))
         assert len(said) == 1 and len(new_kernel) == 1
     finally:
-        client_mod.set_notice_handler(previous)
+        notices.set_notice_handler(previous)
 
 
 def test_a_cached_answer_in_a_new_kernel_shows_the_same_notice(shell, new_kernel, monkeypatch, tmp_path):

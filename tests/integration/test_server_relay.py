@@ -25,7 +25,7 @@ from conftest import server_process
 from nb_model.client import Client
 from nb_model.config import Profile, resolve_profile
 from nb_model.errors import APIError
-from nb_model.relay_env import PROFILES_ENV, TOKEN_ENV, URL_ENV
+from nb_model.config.env import PROFILES_ENV, TOKEN_ENV, URL_ENV
 from nb_model.sandbox import SandboxServer
 from nb_model.tokens import estimate_tokens
 

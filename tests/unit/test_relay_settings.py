@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nb_model.errors import ConfigError
-from nb_model.relay_env import PROFILES_ENV, TOKEN_ENV, URL_ENV, relay_profiles
+from nb_model.config.env import PROFILES_ENV, TOKEN_ENV, URL_ENV, relay_profiles
 from nb_model.server.redact import redact
 from nb_model.server.relay import BadRequest, parse_profile
 
@@ -42,8 +42,11 @@ def test_broken_profiles_variable_is_one_clear_error(monkeypatch):
     ({"endpoint": "https://x", "api_key": "sk-1"}, "api_key is not a setting"),
     ({"endpoint": "https://x", "key": "sk-1", "key_env": "K"}, "give one of key_env, key, not several"),
     ({"endpoint": "https://x", "key_file": ""}, "key_file must be a non-empty string"),
-    ({"endpoint": "https://x", "max_tokens_cap": "100"}, "max_tokens_cap must be a positive integer"),
-    ({"endpoint": "ftp://x"}, "endpoint must be an http"),
+    ({"endpoint": "https://x", "max_tokens_cap": "100"}, "max_tokens_cap must be an integer"),
+    ({"endpoint": "https://x", "max_tokens_cap": 0}, "max_tokens_cap must be above 0"),
+    ({"endpoint": "ftp://x"}, "must start with http:// or https://"),
+    ({"endpoint": "embedded:sandbox"}, "endpoint must be an http"),
+    ({"endpoint": "https://x", "price_per_1m": -1}, "price_per_1m must be 0 or more"),
     ({"endpoint": "https://x", "protocol": "grpc"}, "protocol 'grpc' unknown"),
     ({"endpoint": "https://x", "temperature": 1}, "unknown setting"),
     ("https://x", "must be a dict"),

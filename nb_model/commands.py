@@ -1,4 +1,4 @@
-"""`%generate cache …`, `%generate history [N]` and `%generate usage`."""
+"""The line magic's subcommands: `%generate cache …`, `history [N]`, `usage` and `chat …`."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,10 @@ import time
 
 from IPython.core.error import UsageError
 
-from .. import textwidth
-from ..config import redact_url
-from . import location, router
+from . import textwidth
+from .cache import location, router
+from .chat import DEFAULT, conversations
+from .config import redact_url
 
 CACHE_USAGE = "%generate cache stats | list [N] | clear [--older-than DAYS] | path | --file PATH|DIR|off|auto"
 
@@ -38,8 +39,8 @@ def _count(words: list[str], default: int) -> int:
 
 
 def _entries_store(magics):
-    from ..client import client_for
-    from ..errors import ConfigError
+    from .client import client_for
+    from .errors import ConfigError
     try:
         cache = client_for(magics.profile).cache
     except ConfigError:
@@ -173,8 +174,36 @@ def cmd_usage(magics, words: list[str]) -> None:
          f"${t['saved']:.4f}")
         for name, t in scopes])
     print("cost estimated from each profile's price_per_1m (set it in nb_model.toml; 0 for local models)")
-    from ..hub_env import usage_lines
+    from .config.env import usage_lines
     for line in usage_lines():  # a JupyterHub relay service: what is left today
         print(line)
     if any(t.get("estimated") for _, t in scopes):
         print("~: includes token counts estimated by nb_model (the server reported no usage)")
+
+
+def cmd_chat(magics, words: list[str]) -> None:
+    """Conversations of %%generate --chat: chat [list] | show [NAME] | reset [NAME]."""
+    sub, rest = (words[0], words[1:]) if words else ("list", [])
+    if len(rest) > 1 or sub not in ("list", "show", "reset"):
+        raise UsageError("use %generate chat list | show [NAME] | reset [NAME]")
+    chats = conversations(magics.shell)
+    if sub == "list":
+        if not chats:
+            print("no conversations yet: start one with %%generate --chat [NAME]")
+        for chat in chats.values():
+            print(f"{chat.name}: {len(chat.turns) // 2} turns")
+        return
+    name = rest[0] if rest else DEFAULT
+    chat = chats.get(name)
+    if chat is None:
+        known = f"chats: {', '.join(chats)}" if chats else "no chats yet: start one with %%generate --chat [NAME]"
+        raise UsageError(f"there is no chat named {name!r} ({known})")
+    if sub == "reset":
+        chat.reset()
+        print(f"chat {name!r} reset")
+        return
+    if not chat.turns:
+        print(f"chat {name!r} is empty")
+        return
+    for m in chat.turns:
+        print(f"[{m['role']}] {m['content']}")

@@ -9,6 +9,7 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 deps_key=$(hash_of package.json yarn.lock .yarnrc.yml)
 build_key=$(hash_of package.json yarn.lock .yarnrc.yml tsconfig.json install.json $(find src style -type f | sort))
 out=nb_model/labextension
+rm -f "$out/install.json"  # the wheel adds the repository's install.json there itself: a second copy fails it
 if [ -f "$out/static/style.js" ] && [ "$(cat "$out/.build-key" 2>/dev/null)" = "$build_key" ]; then
   exit 0
 fi
@@ -26,5 +27,4 @@ if [ "$(cat node_modules/.nb-model-key 2>/dev/null)" != "$deps_key" ]; then
   echo "$deps_key" > node_modules/.nb-model-key
 fi
 jlpm build:prod
-rm -f "$out/install.json"  # the wheel adds the repository's install.json there itself (shared-data)
 echo "$build_key" > "$out/.build-key"

@@ -1,37 +1,23 @@
-"""generate_many, %%generate --over, split_text and summarize_long against the real sandbox server,
-and the Redis-shared rate limiter across real processes and a real redis-server."""
+"""generate_many and --over: order, templates, errors, interrupts, progress."""
+
 import _thread
-import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from conftest import require, run, settled
-import nb_model
-from nb_model import notices
-from nb_model.batch import generate_many, split_spans, split_text, summarize_long
-from nb_model.client import client_for, estimate_tokens
+from nb_model.batch import generate_many
+from nb_model.client import client_for
 from nb_model.errors import APIError, ConfigError
 from nb_model.sandbox import SandboxServer
 
+from conftest import require, run, settled
+from helpers.collected import collected  # noqa: F401 (fixtures)
+
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def collected():
-    """Collect the client's one-line notices (and restore the previous handler)."""
-    seen = []
-    previous = notices.set_notice_handler(seen.append)
-    yield seen
-    notices.set_notice_handler(previous)
 
 
 def reference(prompts, **params):
@@ -202,154 +188,3 @@ def test_progress_bar_in_a_kernel_ends_as_the_final_text(sandbox, tmp_path):
     assert re.fullmatch(r"generate_many: 100%\|█+\| 6/6 \[\d\d:\d\d<00:00, +[\d.]+prompt/s, errors=0\]",
                         last["data"]["text/plain"]), last["data"]["text/plain"]
     assert not [m for m in msgs if m["msg_type"] == "stream"]  # no text bar besides the widget
-
-
-# -- split_text ----------------------------------------------------------------------------
-WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyzé", min_size=1, max_size=12)
-SENTENCE = st.lists(WORD, min_size=1, max_size=12).map(lambda ws: " ".join(ws) + ".")
-PARAGRAPHS = st.lists(st.lists(SENTENCE, min_size=1, max_size=6), min_size=1, max_size=8)
-
-
-def check_spans(text, max_tokens, overlap):
-    spans = split_spans(text, max_tokens, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == len(text)  # the whole text is covered...
-    for (a1, b1), (a2, b2) in zip(spans, spans[1:]):
-        assert a1 < a2 <= b1 < b2  # ...in order, without gaps, each chunk adding new text
-    for a, b in spans:
-        assert estimate_tokens(text[a:b]) <= max_tokens
-    assert split_text(text, max_tokens, overlap) == [c for c in (text[a:b].strip() for a, b in spans) if c]
-    return spans
-
-
-@settings(max_examples=150, deadline=None)
-@given(text=st.text(min_size=1, max_size=600), max_tokens=st.integers(1, 60), data=st.data())
-def test_split_covers_any_text_within_budget(text, max_tokens, data):
-    check_spans(text, max_tokens, data.draw(st.integers(0, max_tokens - 1)))
-
-
-@settings(max_examples=60, deadline=None)
-@given(paragraphs=PARAGRAPHS, extra=st.integers(0, 60), data=st.data())
-def test_split_prose_cuts_at_sentence_or_paragraph_boundaries(paragraphs, extra, data):
-    text = "\n\n".join(" ".join(p) for p in paragraphs)
-    max_tokens = max(estimate_tokens(s + "\n\n") for p in paragraphs for s in p) + extra
-    spans = check_spans(text, max_tokens, data.draw(st.integers(0, max_tokens // 2)))
-    for a, _ in spans[1:]:  # every sentence fits the budget, so no chunk starts mid-sentence
-        assert text[:a].rstrip().endswith(".") and text[a - 1].isspace()
-
-
-def test_split_overlaps_and_refuses_bad_budgets():
-    text = "\n\n".join(f"Paragraph {p}. " + " ".join(f"Sentence {p}.{s} has five words." for s in range(8))
-                       for p in range(6))
-    spans = split_spans(text, 60, 15)
-    assert len(spans) > 3 and all(a2 < b1 for (_, b1), (a2, _) in zip(spans, spans[1:]))  # they overlap
-    assert all(a2 == b1 for (_, b1), (a2, _) in zip(split_spans(text, 60, 0), split_spans(text, 60, 0)[1:]))
-    for bad in ({"max_tokens": 0}, {"overlap": 60}, {"overlap": -1}):
-        with pytest.raises(ConfigError):
-            split_text(text, **{"max_tokens": 60, **bad})
-    assert split_text("   \n\n  ", 10) == []
-    for bad in (None, 123, b"bytes", ["a list"]):
-        with pytest.raises(ConfigError, match="split_text needs the text as a string"):
-            split_text(bad)
-        with pytest.raises(ConfigError, match="summarize_long needs the text as a string"):
-            summarize_long(bad, progress=False)
-
-
-def test_summarize_long_maps_then_reduces(sandbox, use_endpoint):
-    use_endpoint(sandbox)
-    text = "\n\n".join(" ".join(f"The delta {p} carries silt number {s} to the sea." for s in range(12))
-                       for p in range(20))
-    chunks = split_text(text, 400, 40)
-    final = summarize_long(text, chunk_tokens=400, overlap=40, max_tokens=20, progress=False)  # one reduce
-    stats = settled(sandbox, len(chunks) + 1)
-    assert final.text.startswith("[sandbox]") and final.finish_reason in ("length", "stop")
-    assert stats["requests"] == len(chunks) + 1 and stats["by_status"] == {"200": len(chunks) + 1}
-    assert final.usage.completion_tokens == stats["tokens_out"]  # usage adds up every call
-    sandbox.reset()
-    short = summarize_long("A short note about owls.", max_tokens=20, progress=False)
-    assert short.text and settled(sandbox, 1)["requests"] == 1
-
-
-# -- the rate limiter shared through Redis -------------------------------------------------
-WORKER = """
-import json, sys, time
-from nb_model.batch import generate_many
-start_at, n, tag = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-time.sleep(max(0.0, start_at - time.time()))
-t = time.time()
-got = generate_many([f"{tag} prompt {i}" for i in range(n)], max_workers=4, progress=False, cache="off",
-                    max_retries=0, max_tokens=5)
-print(json.dumps({"errors": [g.error for g in got if g.finish_reason == "error"], "start": t, "end": time.time()}))
-"""
-
-
-def run_processes(server, tmp_path, limit_url, procs=3, each=15):
-    env = {**os.environ, "NB_MODEL_ENDPOINT": server.url, "NB_MODEL_LIMIT_URL": limit_url,
-           "PYTHONPATH": str(ROOT), "NB_MODEL_LOCAL": "off"}
-    start_at = time.time() + 1.5  # every process is imported and waiting by then
-    children = [subprocess.Popen([sys.executable, "-c", WORKER, str(start_at), str(each), f"p{n}"], env=env,
-                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for n in range(procs)]
-    out = []
-    for child in children:
-        stdout, stderr = child.communicate(timeout=60)
-        assert child.returncode == 0, stderr
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
-
-
-@pytest.mark.redis
-def test_redis_limiter_keeps_several_processes_under_the_server_limit(redis_server, tmp_path):
-    with SandboxServer(port=0, qps=20) as server:  # the seed API's limit; the client profile says 20 too
-        url = f"{redis_server}?namespace=t{uuid.uuid4().hex[:8]}"
-        shared = run_processes(server, tmp_path, url)
-        stats = server.wait_idle()
-        assert stats["by_status"].get("429", 0) == 0 and all(not r["errors"] for r in shared), stats
-        assert stats["requests"] == 45
-        span = max(r["end"] for r in shared) - min(r["start"] for r in shared)
-        assert 2.0 <= span < 5.0  # 45 requests at 20/s together (each process alone would take 0.75 s)
-        assert min(r["end"] for r in shared) > max(r["start"] for r in shared)  # they really overlapped
-        server.reset()
-        alone = run_processes(server, tmp_path, "local")  # the control: each process limits only itself
-        assert server.wait_idle()["by_status"].get("429", 0) > 0
-        assert any("HTTP 429" in e for r in alone for e in r["errors"])
-
-
-@pytest.mark.redis
-def test_profile_cache_url_shares_the_limit_by_endpoint_and_key(redis_server, sandbox, monkeypatch, collected):
-    """A profile's cache_url also shares its rate limit; profiles of any name calling the same endpoint with
-    the same key share one schedule in Redis, keyed without the key itself."""
-    from nb_model.limits import RedisBucket
-    url = f"{redis_server}?namespace=t{uuid.uuid4().hex[:8]}"
-    key, other = "sk-limit-" + "x" * 20, "sk-other-" + "y" * 20
-    monkeypatch.setenv("MODEL_API_KEY", key)
-    monkeypatch.setenv("OTHER_KEY", other)
-    for name, extra in (("shared", {}), ("same-key", {}), ("other-key", {"key_env": "OTHER_KEY"})):
-        nb_model.add_profile(name, endpoint=sandbox.url, cache_url=url, qps=5.0, **extra)
-    a, b, c = (client_for(name).limiter for name in ("shared", "same-key", "other-key"))
-    assert all(isinstance(limiter, RedisBucket) for limiter in (a, b, c))
-    assert a.key == b.key != c.key and sandbox.url in a.key
-    assert not any(secret in k for k in (a.key, c.key) for secret in (key, other, "x" * 20, "y" * 20))
-    t = time.perf_counter()
-    for limiter in (a, b) * 3:  # one schedule at 5/s with a burst of 2: four waits of 0.2 s
-        limiter.acquire()
-    assert time.perf_counter() - t >= 0.7
-    t = time.perf_counter()
-    c.acquire()
-    c.acquire()
-    assert time.perf_counter() - t < 0.15  # another key: its own schedule
-    assert client_for("shared").generate("hello", max_tokens=3, cache="off").text
-    assert not [n for n in collected if "rate limit" in n]  # Redis answered: no fallback
-
-
-def test_unreachable_redis_is_one_warning_and_the_local_limit(sandbox, use_endpoint, monkeypatch, collected):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    monkeypatch.setenv("NB_MODEL_LIMIT_URL", f"redis://:secret-pw@127.0.0.1:{port}/0")
-    use_endpoint(sandbox)
-    got = generate_many([f"q {i}" for i in range(6)], max_tokens=5, progress=False)
-    assert all(g.finish_reason in ("length", "stop") for g in got)
-    warned = [n for n in collected if "shared rate limit" in n]
-    assert len(warned) == 1 and "unavailable" in warned[0] and "requests/s" in warned[0]
-    assert "secret-pw" not in warned[0] and "\n" not in warned[0]

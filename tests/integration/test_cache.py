@@ -1,4 +1,8 @@
-"""The per-notebook cache and history: a real SQLite file on disk, the real magic, the sandbox over HTTP."""
+"""The per-notebook SQLite cache: hits, keys, subcommands, concurrency, damage, what is never cached."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
 import os
 import re
 import signal
@@ -9,21 +13,23 @@ import threading
 import time
 from pathlib import Path
 
+import nb_model
 import pytest
+from nb_model.errors import ConfigError
+from nb_model.sandbox import SandboxServer
 
-from conftest import missing_part, notices, requests_seen, run, shown
+from conftest import missing_part, notices, requests_seen, run, run_interrupted, shown
+from helpers.cached import cached  # noqa: F401 (fixtures)
+from helpers.client import client
+from helpers.new_kernel import new_kernel  # noqa: F401 (fixtures)
+from helpers.new_kernel import text_of
+from helpers.seed_server import cache_on  # noqa: F401 (fixtures)
+
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 PROMPT = "%%generate --max-tokens 12 -o g\nTell me about {topic}"
-
-
-@pytest.fixture
-def cached(shell, sandbox, use_endpoint, monkeypatch):
-    """The magic against the sandbox with the default cache on (the fallback file in the test's folder)."""
-    monkeypatch.delenv("NB_MODEL_CACHE")
-    use_endpoint(sandbox)
-    shell.user_ns["topic"] = "tides"
-    return shell
 
 
 def fallback_file() -> Path:
@@ -212,38 +218,6 @@ def test_subcommands_stats_list_clear_history_usage(cached, sandbox):
     assert rows(fallback_file(), "entries") == 1  # nothing was cleared by a bad value
 
 
-def test_session_usage_counts_past_the_recent_rows_kept(shell, sandbox, tmp_path, monkeypatch):
-    import nb_model
-    from nb_model.cache.router import SessionLog
-    config = tmp_path / "profiles.toml"  # no client-side rate limit: 2100 calls take seconds
-    config.write_text(f'default = "busy"\n[profiles.busy]\nendpoint = "{sandbox.url}"\nqps = 0\n'
-                      f'price_per_1m = 12.0\n')
-    monkeypatch.setenv("NB_MODEL_CONFIG", str(config))
-    kept = SessionLog().rows.maxlen  # the recent rows kept in memory (2000)
-    n = kept + 100
-    gens = nb_model.generate_many([f"item {i}" for i in range(n)], max_tokens=1, max_workers=8, progress=False)
-    assert all(g.finish_reason != "error" for g in gens)
-    _, cap = run(shell, "%generate usage")
-    line = next(line for line in cap.stdout.splitlines() if line.startswith("this session")).split()
-    tokens_in = sum(g.usage.prompt_tokens for g in gens)
-    cost = sum(g.cost_usd for g in gens)
-    assert line[2:6] == [str(n), "0", str(tokens_in), str(n)] and line[6] == f"${cost:.4f}"
-    assert len(nb_model.history()) == kept  # the recent rows stay bounded
-
-
-def test_history_api_returns_a_dataframe_with_every_generation(cached, sandbox):
-    import nb_model
-    run(cached, PROMPT)
-    run(cached, PROMPT)
-    sandbox.inject("401")
-    run(cached, PROMPT.replace("-o g", "-o g -t 1.5"))  # errors are history too
-    frame = nb_model.history()
-    assert list(frame["cached"]) == [False, True, False]
-    assert frame["finish_reason"].iloc[-1] == "error" and "HTTP 401" in frame["error"].iloc[-1]
-    assert frame["prompt"].iloc[0] == "Tell me about tides" and frame["params"].iloc[0] == {"max_tokens": 12}
-    assert str(frame["time"].dtype).startswith("datetime64")
-
-
 def _generate_many(tag: str, n: int) -> None:
     import nb_model
     for i in range(n):
@@ -414,3 +388,314 @@ def test_api_key_never_reaches_the_file(shell, keyed_sandbox, use_endpoint, monk
     data = b"".join(p.read_bytes() for p in files)
     assert b"Say something memorable" in data and b"HTTP 401" in data  # the test can see what is written
     assert key.encode() not in data and b"sk-wrong" not in data and b"kkkkkkkkkkkk" not in data
+
+
+PROCS, TRIALS, PER_TRIAL = 4, 50, 5
+
+
+def _worker(folder: str, barrier, who: int, out) -> None:
+    """One process: for every trial, open the trial's new file together with the others and write to it."""
+    from nb_model.cache.sqlite_store import open_sqlite
+    from nb_model.results import Generation
+    warnings, written = [], 0
+    for trial in range(TRIALS):
+        barrier.wait()
+        store = open_sqlite(Path(folder) / f"trial{trial}.sqlite", warnings.append)
+        if store is None:
+            continue
+        for j in range(PER_TRIAL):
+            store.store(f"{who}-{j}", Generation(text=f"answer {who} {j}", model="m"), f"p{who}{j}")
+            written += 1
+        store.close()
+    out.put((who, written, warnings))
+
+
+def test_four_processes_creating_one_new_file_fifty_times_lose_nothing(tmp_path):
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(PROCS), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), barrier, who, out)) for who in range(PROCS)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    warnings = [w for _, _, ws in results for w in ws]
+    assert warnings == []
+    assert sum(written for _, written, _ in results) == PROCS * TRIALS * PER_TRIAL
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []  # nothing moved aside
+    for trial in range(TRIALS):
+        with sqlite3.connect(tmp_path / f"trial{trial}.sqlite") as conn:
+            assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == PROCS * PER_TRIAL, trial
+
+
+FILL_WRITER = """
+import sys, time
+from pathlib import Path
+from nb_model.cache.sqlite_store import open_sqlite
+from nb_model.results import Generation
+path, who, log = Path(sys.argv[1]), sys.argv[2], open(sys.argv[3], "a", buffering=1)
+while time.time() < float(sys.argv[4]):
+    time.sleep(0.001)
+store = open_sqlite(path, lambda w: print("WARN", w, flush=True))
+i = 0
+while True:
+    store.store(f"{who}-{i}", Generation(text="x" * 2000, model="m"), f"p {i}")
+    log.write(f"{who}-{i}\\n")  # written after the commit: every key logged is in the file
+    i += 1
+"""
+
+
+KILL_TRIALS = 8
+
+
+def test_kill_9_while_four_processes_create_and_fill_one_file(tmp_path):
+    """Each trial: four processes open one new file at the same moment, write, and are killed with -9."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for trial in range(KILL_TRIALS):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        path, start = folder / "shared.sqlite", time.time() + 1.0
+        logs = [folder / f"w{who}.log" for who in range(PROCS)]
+        procs = [subprocess.Popen([sys.executable, "-c", FILL_WRITER, str(path), str(who), str(logs[who]), repr(start)],
+                                  env=env, stdout=subprocess.PIPE, text=True) for who in range(PROCS)]
+        time.sleep(max(0.0, start - time.time()) + 0.4)
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+        output = "".join(p.communicate()[0] for p in procs)
+        logged = {line for log in logs if log.exists() for line in log.read_text().split()}
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            stored = {r[0] for r in conn.execute("SELECT key FROM entries")}
+        lost = logged - stored
+        assert logged and not lost, f"trial {trial}: {len(lost)} of {len(logged)} entries reported written are lost"
+        assert [p.name for p in folder.iterdir() if "corrupt" in p.name] == [], trial
+        assert "WARN" not in output, (trial, output)
+
+
+def test_a_store_whose_file_was_moved_reopens_the_path_with_one_warning(tmp_path):
+    from nb_model.cache.sqlite_store import _move_aside, open_sqlite
+    from nb_model.results import Generation
+    path, warnings = tmp_path / "c.sqlite", []
+    store = open_sqlite(path, warnings.append)
+    store.store("a", Generation(text="one", model="m"), "a")
+    aside = _move_aside(path)  # what another process does to a file it takes for foreign
+    store.store("b", Generation(text="two", model="m"), "b")
+    store.store("c", Generation(text="three", model="m"), "c")
+    assert len(warnings) == 1 and "moved or replaced by another process; re-opened it" in warnings[0]
+    assert "\n" not in warnings[0]
+    with sqlite3.connect(path) as conn:
+        assert {r[0] for r in conn.execute("SELECT key FROM entries")} == {"b", "c"}
+    assert store.lookup("b").text == "two"
+    store.close()
+    assert aside is not None and aside.exists()
+
+
+def test_two_moves_in_one_second_keep_both_files(tmp_path):
+    from nb_model.cache.sqlite_store import _move_aside
+    path, names = tmp_path / "c.sqlite", []
+    for content in (b"first", b"second"):
+        path.write_bytes(content)
+        names.append(_move_aside(path))
+    assert names[0] != names[1] and [n.read_bytes() for n in names] == [b"first", b"second"]
+
+
+def test_damaged_file_warning_is_one_line(tmp_path):
+    from nb_model.cache.sqlite_store import open_sqlite
+    from nb_model.results import Generation
+    path, warnings = tmp_path / "c.sqlite", []
+    store = open_sqlite(path, warnings.append)
+    for i in range(40):
+        store.store(f"k{i}", Generation(text=f"{i}" * 3000, model="m"), "p")
+    store.close()
+    _damage(path)
+    store = open_sqlite(path, warnings.append)
+    assert store is not None and len(warnings) == 1 and "moved it to c.sqlite.corrupt-" in warnings[0], warnings
+    assert "\n" not in warnings[0]
+    store.close()
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make a folder unwritable, even for root (the immutable flag where chmod is not enough)."""
+    made = []
+
+    def lock(folder: Path) -> None:
+        folder.chmod(0o555)
+        made.append(folder)
+        probe = folder / "probe"
+        try:
+            probe.touch()
+        except OSError:
+            return
+        probe.unlink()
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            from conftest import missing_part
+            missing_part("cannot make a folder read-only here (root without chattr support)")
+    yield lock
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+
+
+def test_existing_cache_on_a_read_only_disk_is_read_with_one_warning(shell, sandbox, use_endpoint, monkeypatch,
+                                                                    tmp_path, immutable):
+    from nb_model import cache
+    course = tmp_path / "course"
+    course.mkdir()
+    monkeypatch.delenv("NB_MODEL_CACHE")
+    monkeypatch.setenv("JPY_SESSION_NAME", str(course / "lesson.ipynb"))
+    use_endpoint(sandbox)
+    cell = "%%generate --max-tokens 12 -o g\nTell me about tides"
+    run(shell, cell)
+    first = shell.user_ns["g"]
+    cache.reset()
+    sandbox.reset()
+    immutable(course / ".nb_model")
+    immutable(course)
+    results = [run(shell, cell) for _ in range(2)]
+    assert all(res.success for res, _ in results)
+    assert shell.user_ns["g"].cached and shell.user_ns["g"].text == first.text  # read from the old file
+    assert sandbox.stats()["requests"] == 0
+    run(shell, "%%generate --max-tokens 12\nSomething new")
+    run(shell, "%%generate --max-tokens 12\nSomething new")
+    assert sandbox.stats()["requests"] == 2  # not stored: writes are off
+    warned = [w for _, cap in results for w in notices(cap)]
+    assert len(warned) == 1 and "cannot be written" in warned[0] and "reading its answers" in warned[0], warned
+
+
+def test_unknown_cache_mode_is_one_line(sandbox):
+    for bad in ("sometimes", True, None):
+        with pytest.raises(ConfigError) as info:
+            client(sandbox).generate("x", cache=bad)
+        assert "'use', 'refresh', 'off'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="cache must be one of"):
+        nb_model.generate_many(["x"], cache="sometimes", progress=False)
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_malformed_cache_url_is_one_warning(shell, sandbox, use_endpoint, monkeypatch):
+    use_endpoint(sandbox)
+    monkeypatch.delenv("NB_MODEL_CACHE")
+    monkeypatch.setenv("NB_MODEL_CACHE_URL", "redis://localhost:notaport/0")
+    res, cap = run(shell, "%%generate --max-tokens 5 -o g\nhello")
+    assert res.success and shell.user_ns["g"].text and "Traceback" not in text_of(cap)
+    assert any("is not valid" in n for n in notices(cap))
+
+
+def test_sqlite_store_survives_values_it_cannot_hold(tmp_path):
+    from nb_model.cache.sqlite_store import open_sqlite
+    from nb_model.results import Generation, Usage
+    warned = []
+    store = open_sqlite(tmp_path / "c.sqlite", warned.append)
+    store.record({"time": 1.0, "text": "ok", "completion_tokens": 10 ** 30})
+    store.record({"time": 2.0, "text": "lone \ud800"})
+    store.store("k", Generation(text="lone \ud800", usage=Usage(1, 10 ** 30)), "head")
+    assert len(warned) == 1 and "cache file" in warned[0] and "\n" not in warned[0]
+    store.record({"time": 3.0, "text": "fine", "completion_tokens": 3})
+    assert [r["text"] for r in store.history()] == ["fine"]
+    store.close()
+
+
+def test_a_cached_answer_in_a_new_kernel_shows_the_same_notice(shell, new_kernel, monkeypatch, tmp_path):
+    """nbval re-runs the tutorials on a warm cache: their outputs must not depend on it."""
+    monkeypatch.setenv("NB_MODEL_CACHE", str(tmp_path / "cache.sqlite"))
+    cold = notices(run(shell, "%%generate --max-tokens 3 -o g\nhello")[1])
+    assert not shell.user_ns["g"].cached
+    new_kernel.pop("sandbox").stop()
+    warm = notices(run(shell, "%%generate --max-tokens 3 -o g\nhello")[1])
+    assert shell.user_ns["g"].cached and len(cold) == len(warm) == 1
+
+
+@pytest.mark.parametrize("protocol", ["seed", "openai"])
+def test_content_filtered_answer_is_not_cached(shell, sandbox, use_endpoint, monkeypatch, protocol):
+    monkeypatch.delenv("NB_MODEL_CACHE")
+    use_endpoint(sandbox, protocol=protocol)
+    cell = "%%generate --max-tokens 40\ntell me about volcanoes"
+    sandbox.inject("filter")
+    res, cap = run(shell, cell)
+    footer = "\n".join(shown(cap))
+    assert res.success and "content filter" in footer and "rephrase the prompt" in footer
+    res, again = run(shell, cell)  # asks again: now the whole answer, which is cached
+    assert requests_seen(sandbox, 2) == 2 and "content filter" not in "\n".join(shown(again))
+    run(shell, cell)
+    assert "cached" in "\n".join(shown(_last(shell, cell))) and requests_seen(sandbox, 2) == 2
+
+
+def _last(shell, cell):
+    return run(shell, cell)[1]
+
+
+def _entries() -> int:
+    from nb_model.cache.router import local_store
+    return local_store().stats()["entries"]
+
+
+def test_cache_keys_and_storage_never_raise_on_odd_text(tmp_path):
+    from nb_model.cache.keys import cache_key
+    from nb_model.cache.sqlite_store import open_sqlite
+    from nb_model.results import Generation
+    assert cache_key({"prompt": "\udce9"}) != cache_key({"prompt": "\ufffd"})
+    warnings = []
+    store = open_sqlite(tmp_path / "c.sqlite", warnings.append)
+    store.store("k", Generation(text="\ud800 text", model="m"), "head \udce9")  # one warning, no traceback
+    assert len(warnings) <= 1 and all("\n" not in w for w in warnings)
+    store.close()
+
+
+# -- incomplete answers are never cached ------------------------------------------------------------------
+@pytest.fixture
+def slow(use_endpoint):
+    with SandboxServer(port=0, qps=0, token_rate=30) as server:
+        use_endpoint(server)
+        yield server
+
+
+def test_a_stream_closed_early_is_not_cached(slow, cache_on):
+    import nb_model
+    stream = nb_model.stream("write a long essay about tides", max_tokens=300)
+    got = []
+    for piece in stream:
+        got.append(piece)
+        if len(got) == 5:
+            stream.close()
+    assert stream.generation.finish_reason == "stopped"
+    assert _entries() == 0
+    again = nb_model.stream("write a long essay about tides", max_tokens=300)
+    next(iter(again))
+    again.close()
+    assert not again.generation.cached and slow.stats()["requests"] == 2
+
+
+def test_an_interrupted_cell_is_not_cached(shell, slow, cache_on):
+    cell = "%%generate --max-tokens 300 -o g\nwrite a long essay about rivers"
+    res, cap, _ = run_interrupted(shell, cell, after=0.6)
+    assert shell.user_ns["g"].finish_reason == "interrupted" and shell.user_ns["g"].text
+    assert _entries() == 0
+
+
+def test_the_panels_stop_is_not_cached(slow, cache_on):
+    from nb_model.panel import Panel
+    panel = Panel("write a long essay about gardens", max_tokens=300)
+    panel.generate_button.click()
+    deadline = time.monotonic() + 10
+    while len(panel.text) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    panel.stop_button.click()
+    assert panel.wait(2)
+    assert panel.history[0].generations[0].finish_reason == "stopped"
+    assert _entries() == 0
+
+
+def test_compare_stop_and_interrupt_are_not_cached(shell, slow, cache_on):
+    from nb_model.panel import Panel
+    panel = Panel("write a long essay about ships", max_tokens=300, compare="max_tokens=290,300")
+    panel.generate_button.click()
+    deadline = time.monotonic() + 10
+    while not all(panel.text) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    panel.stop_button.click()
+    assert panel.wait(2)
+    assert [g.finish_reason for g in panel.history[0].generations] == ["stopped", "stopped"]
+    res, cap, _ = run_interrupted(shell, '%%generate --compare "temperature=0.2,0.8" --max-tokens 300 -o g\n'
+                                         'write a long essay about harbours', after=0.8)
+    assert _entries() == 0

@@ -1,21 +1,25 @@
-"""The client core over real HTTP against the sandbox server, both protocols."""
-import math
+"""The client core: streaming and whole replies, the embedded sandbox, interrupts, connections, one-line errors."""
+
+from __future__ import annotations
+
+import json
 import threading
 import time
 
-import pytest
-
 import nb_model
-from nb_model.client import Client, backoff_delay
+import pytest
+from nb_model.client import Client
 from nb_model.config import resolve_profile
-from nb_model.errors import APIError, ConfigError, ConnectionFailed, Interrupted, ProtocolError
+from nb_model.errors import APIError, ConfigError, ConnectionFailed, Interrupted
+
+from conftest import notices, run
+from helpers.client import client
+from helpers.new_kernel import new_kernel  # noqa: F401 (fixtures)
+from helpers.new_kernel import text_of
+from helpers.seed_server import cache_on, seed_server  # noqa: F401 (fixtures)
+
 
 PROTOCOLS = ["seed", "openai", "openai-completions"]
-
-
-def client(server, protocol="seed", **over):
-    prof = resolve_profile("sandbox", endpoint=server.url, protocol=protocol, **over)
-    return Client(prof)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -71,32 +75,11 @@ def test_context_window_refused_before_sending(sandbox):
     assert sandbox.stats()["requests"] == 0
 
 
-def test_key_sent_as_bearer_and_never_in_errors(keyed_sandbox, monkeypatch):
-    key = "sk-test-" + "k" * 24
-    c = client(keyed_sandbox)
-    with pytest.raises(APIError) as info:
-        c.generate("hi", max_tokens=5)
-    assert info.value.status == 401 and "MODEL_API_KEY" in str(info.value) and key not in str(info.value)
-    monkeypatch.setenv("MODEL_API_KEY", key)
-    assert c.generate("hi", max_tokens=5).text
-    assert key not in repr(c.profile) and key not in str(c.profile.summary())
-
-
 def test_connection_refused_is_one_line():
     prof = resolve_profile("sandbox", endpoint="http://127.0.0.1:9", max_retries=0)
     with pytest.raises(ConnectionFailed) as info:
         Client(prof).generate("hi")
     assert "connection refused" in str(info.value) and "\n" not in str(info.value)
-
-
-def test_read_timeout_before_text_is_retried_then_reported(sandbox):
-    c = client(sandbox, read_timeout=0.3, max_retries=1)
-    sandbox.inject("stall-before:1", times=2)
-    t = time.perf_counter()
-    with pytest.raises(ConnectionFailed, match="read timeout"):
-        c.generate("hi", max_tokens=5)
-    assert time.perf_counter() - t < 3
-    assert sandbox.wait_idle()["requests"] == 2  # once the stalled handlers have finished
 
 
 def test_close_from_another_thread_stops_stream(monkeypatch):
@@ -124,24 +107,6 @@ def test_keyboard_interrupt_keeps_partial():
                 pass
         assert time.perf_counter() - t < 1.5
         assert info.value.partial.text and info.value.partial.finish_reason == "interrupted"
-
-
-def test_backoff_honours_server_hints():
-    assert backoff_delay(0, {"Retry-After": "3"}) == 3
-    assert backoff_delay(0, {"retry-after-ms": "200"}) == pytest.approx(0.2)
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
-    assert 3 <= backoff_delay(0, {"Retry-After": date}) <= 5.5
-    assert 0.375 <= backoff_delay(0) <= 0.5 and 6 <= backoff_delay(10) <= 8
-    for unreadable in ("soon", "Mon, 99 Foo 2024 25:61:00 GMT", "Fri, 31 Dec 99999 23:59:59 GMT", ""):
-        assert 0.375 <= backoff_delay(0, {"Retry-After": unreadable}) <= 0.5  # the default backoff
-
-
-def test_unreadable_retry_after_is_retried_with_backoff(scripted_server):
-    scripted_server.replies = [(429, {"Retry-After": "soon"}, b'{"error": "slow down"}'),
-                               (200, {}, b'{"output": "fine now", "finish_reason": "stop"}')]
-    prof = resolve_profile("sandbox", endpoint=scripted_server.url, max_retries=1)
-    assert Client(prof).generate("hi").text == "fine now"
-    assert scripted_server.requests == 2
 
 
 def test_failed_calls_cost_nothing(keyed_sandbox, sandbox):
@@ -178,16 +143,6 @@ def test_context_window_counts_the_reply_budget(sandbox):
     assert c.generate(prompt, max_tokens=1000).text  # fits with a smaller reply: sent, and the server agrees
 
 
-def test_unknown_cache_mode_is_one_line(sandbox):
-    for bad in ("sometimes", True, None):
-        with pytest.raises(ConfigError) as info:
-            client(sandbox).generate("x", cache=bad)
-        assert "'use', 'refresh', 'off'" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ConfigError, match="cache must be one of"):
-        nb_model.generate_many(["x"], cache="sometimes", progress=False)
-    assert sandbox.stats()["requests"] == 0
-
-
 def test_session_reuses_connections(sandbox):
     c = client(sandbox)
     for _ in range(3):
@@ -207,29 +162,6 @@ def test_close_while_waiting_for_the_first_byte(sandbox):
     assert time.perf_counter() - t < 1.0
     assert s.generation.finish_reason == "stopped"
     assert c.generate("hello again", max_tokens=5).text  # the pool still works afterwards
-
-
-# -- settings that can never work: one ConfigError line, nothing sent, no retry ---------------------------
-@pytest.mark.parametrize("endpoint", ["localhost:8000", "not a url", "ftp://example.com/v1", "http://", "http://h:99x"])
-def test_endpoint_that_is_not_an_http_url_is_refused_where_it_is_set(endpoint, monkeypatch, tmp_path):
-    with pytest.raises(ConfigError) as info:
-        nb_model.add_profile("bad", endpoint=endpoint)
-    line = str(info.value)
-    assert line.startswith("profile 'bad': endpoint") and "http://127.0.0.1:8000/v1/generate" in line
-    assert "\n" not in line
-    (tmp_path / "nb_model.toml").write_text(f'[profiles.file]\nendpoint = "{endpoint}"\n')
-    with pytest.raises(ConfigError, match="profile 'file': endpoint"):
-        nb_model.generate("hi", profile="file")
-    (tmp_path / "nb_model.toml").unlink()
-    monkeypatch.setenv("NB_MODEL_ENDPOINT", endpoint)
-    with pytest.raises(ConfigError, match=r"^\$NB_MODEL_ENDPOINT: endpoint .* is not a URL"):
-        nb_model.generate("hi")
-
-
-def test_endpoint_credentials_stay_out_of_the_endpoint_error():
-    with pytest.raises(ConfigError) as info:
-        nb_model.add_profile("bad", endpoint="localhost:8000?api_key=SECRET123")
-    assert "SECRET123" not in str(info.value)
 
 
 @pytest.mark.parametrize("endpoint", ["localhost:8000", "not a url", "http:///v1"])
@@ -253,88 +185,6 @@ def test_unknown_host_is_named():
     assert "server is running" not in line
 
 
-@pytest.mark.parametrize("key", ["sk-abc\ndef", "sk-clé-1234", "sk-abc def", "sk-abc\tdef"])
-def test_a_key_that_cannot_go_in_a_header_is_refused_unseen(keyed_sandbox, monkeypatch, key):
-    monkeypatch.setenv("MODEL_API_KEY", key)
-    retries = []
-    with pytest.raises(ConfigError) as info:
-        client(keyed_sandbox).generate("hi", max_tokens=5, on_retry=retries.append)
-    line = str(info.value)
-    assert line == "the key in $MODEL_API_KEY contains characters not allowed in an HTTP header: set it again"
-    assert retries == [] and keyed_sandbox.stats()["requests"] == 0
-    monkeypatch.setenv("MY_KEY", "  sk-test-" + "k" * 24 + "\n")  # spaces around it are trimmed: fine
-    assert client(keyed_sandbox, key_env="MY_KEY").generate("hi", max_tokens=5).text
-
-
-@pytest.mark.parametrize("setting, value, words", [
-    ("read_timeout", -1, "read_timeout must be above 0, got -1"),
-    ("connect_timeout", 0, "connect_timeout must be above 0"),
-    ("max_tokens_cap", 0, "max_tokens_cap must be above 0, got 0"),
-    ("context_window", -5, "context_window must be above 0"),
-    ("qps", -1, "qps must be 0 or more, got -1"),
-    ("qps", float("nan"), "qps must be 0 or more"),
-    ("max_retries", -1, "max_retries must be 0 or more, got -1"),
-    ("price_per_1m", -0.5, "price_per_1m must be 0 or more"),
-])
-def test_profile_numbers_out_of_range_are_refused_at_load(setting, value, words, tmp_path):
-    with pytest.raises(ConfigError) as info:
-        nb_model.add_profile("odd", endpoint="http://127.0.0.1:9", **{setting: value})
-    assert str(info.value).startswith("profile 'odd': " + words) and "\n" not in str(info.value)
-    if not math.isnan(value):  # TOML spells NaN differently
-        (tmp_path / "nb_model.toml").write_text(f'[profiles.odd]\nendpoint = "http://127.0.0.1:9"\n{setting} = {value}\n')
-        with pytest.raises(ConfigError, match="profile 'odd': " + words.split(",")[0]):
-            nb_model.generate("hi", profile="odd")
-    with pytest.raises(ConfigError, match=words.split(",")[0]):
-        resolve_profile("sandbox", **{setting: value})
-    nb_model.add_profile("free", endpoint="http://127.0.0.1:9", qps=0, max_retries=0, price_per_1m=0)
-
-
-# -- protocol mismatch and error objects inside a 200 reply ----------------------------------------
-SSE_REPLY = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
-
-
-def test_seed_profile_reading_an_sse_stream_says_to_check_the_protocol(scripted_server):
-    scripted_server.replies = [(200, {"Content-Type": "text/event-stream"}, SSE_REPLY)]
-    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url))
-    with pytest.raises(ProtocolError) as info:
-        c.stream("hi").text()
-    line = str(info.value)
-    assert "malformed JSON line" in line and \
-        "check that profile 'sandbox' uses the right protocol (seed | openai | openai-completions)" in line
-    assert scripted_server.requests == 1
-    scripted_server.replies = [(200, {}, b'{"choices": [{"message": {"content": "hi"}}]}')]
-    with pytest.raises(ProtocolError, match=r"no \"output\" field; check that profile 'sandbox' uses the right "
-                                            r"protocol \(seed \| openai"):
-        c.generate("hi")
-
-
-@pytest.mark.parametrize("protocol, line", [
-    ("seed", b'{"error": {"message": "model overloaded"}}\n'),
-    ("openai", b'data: {"error": {"message": "model overloaded", "code": 400}}\n\n'),
-])
-def test_error_object_before_text_is_the_servers_message_not_retried(scripted_server, protocol, line):
-    scripted_server.replies = [(200, {"Content-Type": "text/event-stream"}, line)]
-    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url, protocol=protocol, max_retries=2))
-    with pytest.raises(APIError) as info:
-        c.stream("hi").text()
-    assert type(info.value) is APIError and "model overloaded" in str(info.value)
-    assert "server is running" not in str(info.value) and "attempts" not in str(info.value)
-    assert scripted_server.requests == 1
-    scripted_server.replies = [(200, {}, b'{"error": "model overloaded"}')]  # the same in a whole reply
-    with pytest.raises(APIError, match="model overloaded"):
-        c.generate("hi")
-    assert scripted_server.requests == 2
-
-
-def test_error_object_with_a_retryable_status_is_retried(scripted_server):
-    scripted_server.replies = [(200, {}, b'{"error": {"message": "busy, try again", "code": 503}}\n'),
-                               (200, {}, b'{"text": "fine now"}\n{"text": "", "finish_reason": "stop"}\n')]
-    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url, max_retries=1))
-    retries = []
-    assert c.stream("hi", on_retry=retries.append).text() == "fine now"
-    assert scripted_server.requests == 2 and "busy, try again" in retries[0]
-
-
 # -- leaving a stream early -------------------------------------------------------------------------------
 def test_leaving_the_loop_early_stops_the_stream_and_says_so(sandbox):
     s = client(sandbox).stream("write a long essay", max_tokens=200)
@@ -351,3 +201,90 @@ def test_leaving_the_loop_early_stops_the_stream_and_says_so(sandbox):
     whole = client(sandbox).stream("write a long essay", max_tokens=20)
     text = whole.text()
     assert list(whole) == [text] and whole.text() == text  # a finished answer replays whole
+
+
+SECRET = "S3CRETPASS-0123456789"
+
+
+def test_interrupt_outside_the_read_still_finishes_the_generation(shell, sandbox, use_endpoint, monkeypatch):
+    """An interrupt landing in the display code is handled by the stream: usage, timing and the line."""
+    import _thread
+    from nb_model import display
+    use_endpoint(sandbox)
+    calls = {"n": 0}
+    write = display.LiveOutput.write
+
+    def slow_write(self, delta):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            _thread.interrupt_main()  # arrives while this frame (not the socket read) runs
+            threading.Event().wait(0.2)
+        write(self, delta)
+
+    monkeypatch.setattr(display.LiveOutput, "write", slow_write)
+    res, cap = run(shell, "%%generate --max-tokens 50 -o g\nwrite a long essay")
+    g = shell.user_ns["g"]
+    assert not res.success and "Interrupted" in cap.stdout and "Traceback" not in cap.stdout
+    assert g.finish_reason == "interrupted" and g.latency_s is not None and g.usage.completion_tokens > 0
+
+
+def test_embedded_sandbox_starts_with_the_first_valid_request(shell, new_kernel):
+    res, cap = run(shell, "%%generate -t 3\nhello")
+    assert not res.success and notices(cap) == [] and new_kernel == {}  # one error line, nothing started
+    assert cap.stderr.strip() == "UsageError: temperature must be between 0 and 2, got 3.0"
+    res, cap = run(shell, "%%generate --max-tokens 3\nhello")
+    assert res.success and len(notices(cap)) == 1 and "using the embedded sandbox" in notices(cap)[0]
+    assert not notices(run(shell, "%%generate --max-tokens 3\nhello again")[1])
+
+
+def test_embedded_sandbox_starts_once_for_concurrent_first_requests(new_kernel):
+    from nb_model import notices
+    said = []
+    previous = notices.set_notice_handler(said.append)
+    try:
+        start = threading.Barrier(6)
+        results = []
+
+        def one(n):
+            start.wait()
+            results.append(nb_model.generate(f"hello {n}", max_tokens=3))
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(results) == 6 and all(g.text.startswith("[sandbox]") for g in results)
+        assert len(said) == 1 and len(new_kernel) == 1
+        new_kernel.pop("sandbox").stop()
+        said.clear()
+        assert all(nb_model.generate_many(["a", "b", "c", "d"], max_workers=4, max_tokens=3, progress=False))
+        assert len(said) == 1 and len(new_kernel) == 1
+    finally:
+        notices.set_notice_handler(previous)
+
+
+def test_fallback_notice_says_which_settings_are_ignored(shell, new_kernel, monkeypatch):
+    from nb_model.config import ignored_env_note
+    monkeypatch.setenv("NB_MODEL_MODEL", "gpt-4o")
+    monkeypatch.setenv("MODEL_API_KEY", SECRET)
+    res, cap = run(shell, "%%generate --max-tokens 3\nhello")
+    assert res.success and len(notices(cap)) == 1
+    assert notices(cap)[0].endswith(
+        "(NB_MODEL_MODEL and MODEL_API_KEY are set but NB_MODEL_ENDPOINT is not: they are ignored)")
+    assert SECRET not in text_of(cap)
+    monkeypatch.delenv("MODEL_API_KEY")
+    monkeypatch.delenv("NB_MODEL_MODEL")
+    monkeypatch.setenv("NB_MODEL_PROTOCOL", "openai")
+    assert ignored_env_note() == " (NB_MODEL_PROTOCOL is set but NB_MODEL_ENDPOINT is not: it is ignored)"
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", "http://127.0.0.1:9")
+    assert ignored_env_note() == ""
+
+
+def test_python_api_with_a_lone_surrogate(seed_server, use_endpoint, cache_on):
+    import nb_model
+    use_endpoint(seed_server)
+    gen = nb_model.generate("x \udce9")
+    again = nb_model.generate("x \udce9")
+    assert gen.text == again.text and again.cached and len(seed_server.bodies) == 1
+    assert json.loads(seed_server.bodies[0].decode("utf-8"))["prompt"] == "x \ufffd"

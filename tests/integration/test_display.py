@@ -1,60 +1,21 @@
-"""The live preview of rich formats in a real kernel (jupyter_client): what the frontend receives, when, and
-what a saved notebook (and nbval's recording) ends up holding."""
+"""Notebook rendering in a real kernel: preview, footer, formats, display widths, the comm."""
+
 import json
-import os
 from itertools import pairwise
 
 import pytest
-
+from nb_model import textwidth
 from nb_model.display import PREVIEW_INTERVAL
 from nb_model.display.frontend import MIME
 
-
-def replay(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(outputs as nbclient saves them: updates applied; outputs as nbval records them: first bundles)."""
-    saved, recorded, where = [], [], {}
-    for m in msgs:
-        kind, content = m["msg_type"], m["content"]
-        if kind == "display_data":
-            saved.append(dict(content["data"]))
-            recorded.append(dict(content["data"]))
-            display_id = content.get("transient", {}).get("display_id")
-            if display_id:
-                where.setdefault(display_id, []).append(len(saved) - 1)
-        elif kind == "update_display_data":
-            for i in where[content["transient"]["display_id"]]:
-                saved[i] = dict(content["data"])
-        elif kind == "stream":
-            saved.append({"stream": content["text"]})
-            recorded.append({"stream": content["text"]})
-    return saved, recorded
+from conftest import run, shown
+from helpers.kernel import kernel  # noqa: F401 (fixtures)
+from helpers.kernel import replay, run_cell
 
 
 def visible(outputs: list[dict]) -> list[dict]:
     """Outputs that show something, without the once-per-kernel 'nb_model: …' notice."""
     return [o for o in outputs if o and not str(o.get("text/plain", "")).startswith("nb_model:")]
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    from jupyter_client.manager import start_new_kernel
-    cwd = tmp_path_factory.mktemp("kernel")
-    env = {**os.environ, "NB_MODEL_LOCAL": "off", "NB_MODEL_CACHE": "off", "HOME": str(cwd)}
-    env = {k: v for k, v in env.items() if not k.startswith(("NB_MODEL_ENDPOINT", "NB_MODEL_PROFILE", "MODEL_API"))}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
-    try:
-        kc.execute_interactive("%load_ext nb_model\nfrom nb_model.client import embedded_sandbox", timeout=60)
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
-def run_cell(kc, code: str, timeout: float = 120) -> list[dict]:
-    msgs = []
-    reply = kc.execute_interactive(code, output_hook=msgs.append, timeout=timeout)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return msgs
 
 
 def printed(kc, code: str) -> str:
@@ -139,24 +100,6 @@ def test_footer_html_uses_theme_colours_and_keeps_dollars_from_maths(kernel):
     assert payload["kind"] == "footer" and payload["completion_tokens"] > 0 and payload["cached"] is False
 
 
-def test_compare_columns_stream_before_the_slowest_variant_ends(kernel):
-    run_cell(kernel, "embedded_sandbox().token_rate = 100")
-    msgs = run_cell(kernel, "%%generate --compare max_tokens=8,200\nwrite a long essay about tides")
-    live = [m["content"]["data"] for m in msgs if m["msg_type"] == "update_display_data"
-            and m["content"]["data"].get(MIME, {}).get("kind") == "compare"]
-    states = [[c["state"] for c in d[MIME]["columns"]] for d in live]
-    assert ["done", "streaming"] in states, states  # the short one finished, the long one still coming
-    growing = [d[MIME]["columns"][1]["text"] for d in live]
-    assert len(set(growing) - {""}) >= 2 and all(b.startswith(a) for a, b in pairwise(growing)), growing
-    table = next(i for i, m in enumerate(msgs) if m["msg_type"] == "display_data" and "text/html" in m["content"]["data"]
-                 and "nb-model-compare" in m["content"]["data"]["text/html"])
-    last_live = max(i for i, m in enumerate(msgs) if m["msg_type"] == "update_display_data"
-                    and m["content"]["data"].get(MIME, {}).get("kind") == "compare")
-    assert last_live < table
-    saved, recorded = replay(msgs)
-    assert not any(o.get(MIME, {}).get("kind") == "compare" for o in saved + recorded)  # emptied: the table stays
-
-
 @pytest.mark.parametrize("frontend, seen", [("closes it unanswered (no extension)", "['missing']"),
                                             ("answers, then closes it", "['done']")])
 def test_insert_cell_request_over_the_comm(kernel, frontend, seen):
@@ -172,3 +115,23 @@ def test_insert_cell_request_over_the_comm(kernel, frontend, seen):
                                                                   "data": {"inserted": True, "index": 3}}))
     kernel.shell_channel.send(kernel.session.msg("comm_close", {"comm_id": opened["comm_id"], "data": {}}))
     assert printed(kernel, "print(seen)") == seen + "\n"
+
+
+def test_formats_render(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    for fmt in ("text", "markdown", "code", "json", "html"):
+        res, cap = run(shell, f"%%generate -f {fmt} --max-tokens 12 -o g\nformat test")
+        assert res.success and shell.user_ns["g"].text
+
+
+def test_truncation_line_without_an_explicit_max_tokens(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    res, cap = run(shell, "%%generate\nwrite a long essay")
+    footer = shown(cap)[-1]
+    assert "truncated at the server's default length" in footer and "None" not in footer
+
+
+def test_display_width():
+    assert textwidth.width("abc") == 3 and textwidth.width("灯塔") == 4 and textwidth.width("é") == 1
+    assert textwidth.ljust("灯塔", 6) == "灯塔  "
+    assert textwidth.shorten("灯塔在夜里为船只指路", 7) == "灯塔在…" and textwidth.width("灯塔在…") == 7

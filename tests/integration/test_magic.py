@@ -1,11 +1,15 @@
-"""%%generate and %generate through a real IPython InteractiveShell against the sandbox over HTTP."""
+"""The %%generate magic: streaming, interpolation, --out, interrupts, one-line errors."""
+
+from __future__ import annotations
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import run, run_interrupted, shown
+from conftest import notices, run, run_interrupted, shown
+from helpers.seed_server import cache_on, seed_server  # noqa: F401 (fixtures)
 
 
 def test_generate_streams_footer_and_out(shell, sandbox, use_endpoint):
@@ -68,13 +72,6 @@ def test_empty_prompt(shell, sandbox, use_endpoint):
     assert not res.success and "prompt is empty" in cap.stderr
 
 
-def test_formats_render(shell, sandbox, use_endpoint):
-    use_endpoint(sandbox)
-    for fmt in ("text", "markdown", "code", "json", "html"):
-        res, cap = run(shell, f"%%generate -f {fmt} --max-tokens 12 -o g\nformat test")
-        assert res.success and shell.user_ns["g"].text
-
-
 def test_no_stream_and_openai_protocol(shell, sandbox, use_endpoint):
     use_endpoint(sandbox, protocol="openai")
     res, cap = run(shell, "%%generate --no-stream --max-tokens 20 -s 'Be brief.' -o g\nhello")
@@ -104,82 +101,11 @@ def test_interrupt_keeps_partial_text(shell, use_endpoint):
     assert run(shell, "3 + 4")[0].result == 7
 
 
-def test_config_defaults_and_subcommands(shell, sandbox, use_endpoint, monkeypatch):
-    use_endpoint(sandbox)
-    run(shell, "%config NbModel.temperature = 0.0")
-    run(shell, "%config NbModel.max_tokens = 7")
-    try:
-        res, cap = run(shell, "%%generate -o g\nhello")
-        assert shell.user_ns["g"].params == {"max_tokens": 7, "temperature": 0.0}
-        monkeypatch.setenv("MODEL_API_KEY", "secret-value-123456")
-        _, cap = run(shell, "%generate config")
-        assert "set (from $MODEL_API_KEY)" in cap.stdout and "secret-value-123456" not in cap.stdout
-        assert "%config NbModel.temperature" in cap.stdout
-        _, cap = run(shell, "%generate profiles")
-        assert "* env" in cap.stdout and "sandbox" in cap.stdout
-        _, cap = run(shell, "%generate help")
-        assert "%generate config" in cap.stdout
-        res, cap = run(shell, "%generate nonsense")
-        assert not res.success and "unknown subcommand" in cap.stderr
-    finally:
-        run(shell, "%config NbModel.temperature = None")
-        run(shell, "%config NbModel.max_tokens = None")
-
-
-def test_unknown_session_profile_is_refused_in_one_line(shell, sandbox, use_endpoint, caplog):
-    """%config reports a refused value through logging (in a kernel: one stderr line)."""
-    use_endpoint(sandbox)
-    run(shell, '%config NbModel.profile = "local"')
-    err = caplog.text
-    assert "unknown profile 'local'" in err and "pip install 'nb_model[local]'" in err and "Traceback" not in err
-    assert shell.magics_manager.registry["NbModel"].profile is None  # unchanged: cells still work
-    res, cap = run(shell, "%%generate --max-tokens 3 -o g\nhello")
-    assert res.success and shell.user_ns["g"].profile == "env"
-
-
-def test_profile_from_a_config_file_is_taken_at_load(shell, sandbox, use_endpoint):
-    """A config file may name a profile that exists only later (relay:…): loading never fails on it."""
-    from traitlets.config import Config
-    from nb_model.config import set_session_profile
-    from nb_model.magics import NbModel
-    use_endpoint(sandbox)
-    config = Config()
-    config.NbModel.profile = "relay:later"
-    try:
-        assert NbModel(shell=shell, config=config).profile == "relay:later"
-        res, cap = run(shell, "%%generate --max-tokens 3\nhello")
-        assert type(res.error_in_exec).__name__ == "UsageError" and "unknown profile 'relay:later'" in cap.stderr
-    finally:
-        set_session_profile(None)
-
-
 def test_help_lists_options(shell):
     doc = shell.find_cell_magic("generate").__doc__
     for opt in ("--max-tokens", "--temperature", "--top-p", "--top-k", "--language", "--system", "--format",
                 "--out", "--no-stream", "--profile", "--model"):
         assert opt in doc
-
-
-def test_profiles_file_and_key_refusal(shell, sandbox, tmp_path, monkeypatch):
-    cfg = tmp_path / "nb_model.toml"
-    cfg.write_text(f'default = "mine"\n[profiles.mine]\nendpoint = "{sandbox.url}"\nprotocol = "openai-completions"\n'
-                   'model = "sandbox"\nmax_tokens_cap = 100\n')
-    res, cap = run(shell, "%%generate --max-tokens 101\nhi")
-    assert "from 1 to 100 (profile 'mine')" in cap.stderr
-    res, cap = run(shell, "%%generate --max-tokens 10 -o g\nhi")
-    assert res.success and shell.user_ns["g"].profile == "mine"
-    cfg.write_text('[profiles.bad]\nendpoint = "http://x"\nkey = "abc"\n')
-    res, cap = run(shell, "%%generate -p bad\nhi")
-    assert "holds a key" in cap.stderr and "abc" not in cap.stderr
-
-
-def test_profile_defaults_apply_to_cells(shell, sandbox):
-    import nb_model
-    nb_model.add_profile("terse", endpoint=sandbox.url, defaults={"max_tokens": 6, "temperature": 0.0})
-    res, cap = run(shell, "%%generate -p terse -o g\nhello")
-    assert res.success and shell.user_ns["g"].params == {"max_tokens": 6, "temperature": 0.0}
-    res, cap = run(shell, "%%generate -p terse --max-tokens 9 -o g\nhello")
-    assert shell.user_ns["g"].params["max_tokens"] == 9
 
 
 def test_sandbox_server_accessor_survives_subpackage_import():
@@ -245,3 +171,45 @@ def test_empty_answer_says_why_in_the_footer(shell, empty_server, use_endpoint, 
     line, *warnings = shown(cap)[-1].splitlines()
     assert line.startswith("— base-7b · 12 → 0 tokens · ") and " · finish: stop" in line
     assert warnings == [f"⚠ {warning}"]
+
+
+def test_bad_out_name_refused_before_sending(shell, sandbox, use_endpoint):
+    use_endpoint(sandbox)
+    res, cap = run(shell, "%%generate --out 1x\nhello")
+    assert not res.success and "--out needs a variable name" in cap.stderr
+    assert sandbox.stats()["requests"] == 0
+
+
+# -- lone surrogates ------------------------------------------------------------------------------------
+def test_a_lone_surrogate_in_a_cell_is_sent_as_u_fffd_with_one_line(shell, seed_server, use_endpoint, cache_on):
+    use_endpoint(seed_server)
+    shell.user_ns["name"] = b"caf\xe9.txt".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+    cell = "%%generate --no-stream -o g\nSummarize the file {name}"
+    results = [run(shell, cell) for _ in range(2)]
+    assert all(res.success for res, _ in results), results[0][1].stderr
+    assert all("Traceback" not in cap.stderr + cap.stdout for _, cap in results)
+    said = [n for _, cap in results for n in notices(cap)]
+    assert len(said) == 1 and "sent as U+FFFD" in said[0] and "\n" not in said[0], said
+    assert len(seed_server.bodies) == 1 and shell.user_ns["g"].cached  # stored and replayed
+    sent = json.loads(seed_server.bodies[0].decode("utf-8"))  # strict UTF-8
+    assert sent["prompt"] == "Summarize the file caf\ufffd.txt"
+
+
+# -- --out names ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["_", "__", "___", "_i", "_ii", "_iii", "_i3", "_3", "_oh", "_ih", "_dh", "In",
+                                  "Out", "get_ipython", "exit", "quit", "print", "list", "__name__"])
+def test_out_refuses_ipythons_and_pythons_own_names_in_one_line(shell, seed_server, use_endpoint, name):
+    use_endpoint(seed_server)
+    before = shell.user_ns.get(name, "absent")
+    res, cap = run(shell, f"%%generate -o {name}\nTell me about tides")
+    assert not res.success and "Traceback" not in cap.stdout
+    message = str(res.error_in_exec)
+    assert "\n" not in message and f"--out {name}" in message and "pick another name" in message, message
+    assert seed_server.bodies == [] and shell.user_ns.get(name, "absent") is before
+    assert run(shell, "get_ipython() is not None")[0].result is True  # the shell still works
+
+
+def test_out_still_takes_ordinary_names(shell, seed_server, use_endpoint):
+    use_endpoint(seed_server)
+    res, _ = run(shell, "%%generate --no-stream -o _answer\nTell me about tides")
+    assert res.success and shell.user_ns["_answer"].text == "Tides follow the moon."

@@ -1,20 +1,17 @@
-"""Packing short prompts into one request (`generate_many(pack=...)`, `%%generate --over VAR --pack N`):
-the split back per item, the fallback for broken packs, per-item cache entries and history rows,
-apportioned usage. Against the real sandbox (which answers packs deterministically) and a minimal seed
-server written here from the API docs' examples, answering like a model that reads the instructions."""
+"""Packing several items in one request: splitting answers, fallbacks, caching per item."""
+
 import math
 import re
 
 import pytest
-
-from conftest import run
 from nb_model import packing
 from nb_model.batch import generate_many, last_run
 from nb_model.client import client_for
 from nb_model.errors import ConfigError
 from nb_model.sandbox import SandboxServer
 
-from test_batch_flow import docs_server  # noqa: F401 - the minimal docs server fixture
+from conftest import run
+from helpers.docs_server import docs_server  # noqa: F401 (fixtures)
 
 
 def reference(prompts, **params):

@@ -1,5 +1,5 @@
-"""`pip install .` into a fresh venv, and scripts/setup.sh's `pip install -e .`, enable the server
-extension and build and enable the JupyterLab extension (scripts/check_server_extension.sh)."""
+"""Installing the package enables the Jupyter server extension."""
+
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 
 ROOT = Path(__file__).resolve().parents[2]
 

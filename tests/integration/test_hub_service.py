@@ -1,9 +1,5 @@
-"""`nb-model relay` as a plain server (no JupyterHub): real process, real HTTP, the real magic in IPython.
+"""The hub relay service run as a process: groups, limits, usage page, restarts."""
 
-Callers are the config's [users.NAME] (SHA-256 of their tokens); kernels find the service with
-$NB_MODEL_HUB_URL and send $JUPYTERHUB_API_TOKEN. The upstream is a minimal seed server written here
-from the API's docs, which refuses any other key than the relay's.
-"""
 from __future__ import annotations
 
 import hashlib
@@ -18,14 +14,19 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from conftest import _free_port
-from nb_model.server.hub import Limits, ServiceConfig
 from nb_model.errors import ConfigError
+from nb_model.server.hub import Limits, ServiceConfig
 from nb_model.tokens import estimate_tokens
 
+from conftest import _free_port
+
+
 KEY = "sk-plain-relay-" + "q" * 20
+
+
 TOKENS = {"ada": "tok-ada-" + "a" * 24, "bob": "tok-bob-" + "b" * 24, "tess": "tok-tess-" + "t" * 24}
+
+
 END_LINE = b'{"text": "", "finish_reason": "stop"}\n'  # as the sandbox ends its streams
 
 

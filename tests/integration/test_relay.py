@@ -1,164 +1,43 @@
-"""The Jupyter Server extension for real: a ServerApp on a loopback port (own thread and event loop)
-with nb_model's relay, a keyed sandbox upstream, a real ipykernel, real SQLite quota files; a
-recording upstream (http.server on loopback) to see what the relay sends; a `jupyter server`
-subprocess to read its /proc environment."""
+"""The Jupyter Server relay: streaming through it, keys kept out, body limits, redaction."""
+
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
-
-from conftest import server_process
 from nb_model.client import Client
 from nb_model.config import Profile, resolve_profile
+from nb_model.config.env import PROFILES_ENV, TOKEN_ENV
 from nb_model.errors import APIError
-from nb_model.config.env import PROFILES_ENV, TOKEN_ENV, URL_ENV
-from nb_model.sandbox import SandboxServer
-from nb_model.tokens import estimate_tokens
+
+from conftest import server_process
+from helpers.relay import JupyterServer, use_relay
+from helpers.relay import serve, upstream  # noqa: F401 (fixtures)
+
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 UPSTREAM_KEY = "sk-upstream-" + "u" * 28
+
+
 KEY_ENV = "NBM_TEST_UPSTREAM_KEY"
-RELAY_ENV = (URL_ENV, TOKEN_ENV, PROFILES_ENV)
+
+
 OTHER_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "jupyter_server_terminals", "notebook_shim", "notebook")
+
+
 CHAT = {"messages": [{"role": "user", "content": "Tell me about rivers"}], "max_tokens": 20}
-
-
-class JupyterServer:
-    """A real `ServerApp` with the nb_model extension, served from a background thread."""
-
-    def __init__(self, root: Path, relay: dict | None = None, token: str = "jupyter-test-token"):
-        from traitlets.config import Config
-        self.root, self.token = root, token
-        self.config = Config({
-            "ServerApp": {"port": 0, "ip": "127.0.0.1", "open_browser": False, "allow_root": True,
-                          "root_dir": str(root), "log_level": "DEBUG",
-                          "jpserver_extensions": {"nb_model": True, **dict.fromkeys(OTHER_EXTENSIONS, False)}},
-            "IdentityProvider": {"token": token},
-            "NbModelRelay": relay or {},
-        })
-        self.log = io.StringIO()
-        self._handler = logging.StreamHandler(self.log)
-        # the server's log from the start (extension start-up warnings included), as one more handler
-        self.config.ServerApp.logging_config = {
-            "handlers": {"test_capture": {"()": lambda: self._handler}},
-            "loggers": {"ServerApp": {"handlers": ["console", "test_capture"]}}}
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> "JupyterServer":
-        self._thread = threading.Thread(target=self._serve, name="jupyter-server", daemon=True)
-        self._thread.start()
-        assert self._ready.wait(60), "the Jupyter server did not start"
-        if self._error:
-            raise self._error
-        for _ in range(200):  # the port is bound by a callback once the loop runs
-            try:
-                requests.get(self.url + "api/status", headers=self.jupyter_auth, timeout=2).raise_for_status()
-                break
-            except requests.RequestException:
-                time.sleep(0.05)
-        self.kernel_env = {name: os.environ[name] for name in RELAY_ENV}
-        return self
-
-    def _serve(self) -> None:
-        from jupyter_server.serverapp import ServerApp
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        try:
-            app = ServerApp(config=self.config)
-            app.init_signal = lambda: None  # signals belong to the main thread
-            app.initialize(argv=[])
-            self.app = app
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        app.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.app.port}/"
-
-    @property
-    def relay(self):
-        return self.app.web_app.settings["nb_model_relay"]
-
-    @property
-    def jupyter_auth(self) -> dict:
-        return {"Authorization": f"token {self.token}"}
-
-    @property
-    def relay_auth(self) -> dict:
-        return {"Authorization": f"Bearer {self.kernel_env[TOKEN_ENV]}"}
-
-    def post(self, path: str, body: dict, headers: dict | None = None, **kw) -> requests.Response:
-        return requests.post(self.url + "nb-model/" + path, json=body, headers=headers, timeout=30, **kw)
-
-    def run(self, coro, timeout: float = 90):
-        """Run a coroutine on the server's event loop (where its kernel manager lives)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.app.io_loop.asyncio_loop).result(timeout)
-
-    def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        self.app.io_loop.add_callback(self.app.stop)
-        self._thread.join(30)
-        self.relay.stop()
-        self.app.log.removeHandler(self._handler)
-        for name, value in self.kernel_env.items():
-            if os.environ.get(name) == value:
-                del os.environ[name]
-
-
-@pytest.fixture
-def upstream():
-    """The 'paid API': a sandbox that demands the upstream key."""
-    with SandboxServer(port=0, qps=0, api_key=UPSTREAM_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def serve(tmp_path, monkeypatch, upstream):
-    """serve(**NbModelRelay settings) -> a started JupyterServer; the upstream key only in its env."""
-    started = []
-
-    def start(root=None, **relay):
-        monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
-        relay.setdefault("quota_db", str(tmp_path / "quotas.sqlite"))
-        relay.setdefault("qps", 0)
-        relay.setdefault("profiles", {
-            "chat": {"endpoint": upstream.url + "/v1", "protocol": "openai", "model": "up-1", "key_env": KEY_ENV},
-            "seed": {"endpoint": upstream.url, "protocol": "seed", "model": "up-seed", "key_env": KEY_ENV},
-        })
-        server = JupyterServer(root or tmp_path, relay).start()
-        started.append(server)
-        if any(prof.get("key_env") == KEY_ENV for prof in relay["profiles"].values()):
-            assert KEY_ENV not in os.environ  # read by the extension, then hidden from kernels
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def use_relay(monkeypatch, server) -> None:
-    """What a kernel of `server` inherits (the values its extension published)."""
-    for name, value in server.kernel_env.items():
-        monkeypatch.setenv(name, value)
 
 
 class RecordingUpstream:
@@ -219,7 +98,6 @@ def chunks_of(response) -> list[tuple[float, bytes]]:
 
 
 # -- the kernel side ------------------------------------------------------------
-
 KERNEL_CODE = """
 import json, os
 from nb_model.config import resolve_profile
@@ -265,7 +143,6 @@ def test_kernel_streams_through_relay_without_the_key(serve, monkeypatch, upstre
 
 
 # -- the client core through the relay ----------------------------------------------
-
 @pytest.mark.parametrize("name, protocol", [("chat", "openai"), ("seed", "seed")])
 def test_client_core_streams_through_relay_same_text_as_upstream(serve, monkeypatch, upstream, name, protocol):
     server = serve()
@@ -319,7 +196,6 @@ def test_broken_upstream_stream_reaches_the_client_as_broken(serve, monkeypatch,
 
 
 # -- keys, errors, logs ---------------------------------------------------------
-
 def test_key_in_no_response_header_error_or_log_line(serve, monkeypatch, upstream):
     monkeypatch.setenv("NBM_TEST_WRONG_KEY", "sk-wrong-" + "w" * 30)
     server = serve(profiles={
@@ -414,81 +290,7 @@ def test_status_lists_profiles_never_keys(serve):
         "chat": {"protocol": "openai", "model": "up-1"}, "seed": {"protocol": "seed", "model": "up-seed"}}
 
 
-# -- per-user limits ------------------------------------------------------------
-
-def test_qps_limit_gives_429_with_retry_after(serve, monkeypatch):
-    server = serve(qps=2)
-    replies = [server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth) for _ in range(6)]
-    limited = [r for r in replies if r.status_code == 429]
-    assert [r.status_code for r in replies][:2] == [200, 200] and len(limited) >= 3
-    assert int(limited[0].headers["Retry-After"]) >= 1 and 0 < int(limited[0].headers["retry-after-ms"]) <= 1000
-    assert "2 requests per second" in limited[0].json()["error"]["message"]
-    time.sleep(int(limited[-1].headers["retry-after-ms"]) / 1000 + 0.05)
-    assert server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth).status_code == 200
-    use_relay(monkeypatch, server)
-    assert resolve_profile("relay:chat").qps == 2  # the client core paces itself to the relay's limit
-    gens = [Client(resolve_profile("relay:chat")).generate("hi", max_tokens=3) for _ in range(4)]
-    assert all(g.text for g in gens)
-
-
-def test_daily_token_limit_survives_restart_and_is_per_user(serve, monkeypatch, tmp_path):
-    db = str(tmp_path / "shared-quotas.sqlite")
-    server = serve(tokens_per_day=70, quota_db=db, token_user="ada")
-    use_relay(monkeypatch, server)
-    client = Client(resolve_profile("relay:chat"))
-    used, refused = 0, None
-    while refused is None:
-        try:
-            used += client.generate("Tell me about rivers", max_tokens=20, stream=True).usage.total_tokens
-        except APIError as exc:
-            refused = exc
-    reserve = 20 + estimate_tokens("Tell me about rivers") + 4 + 3  # max_tokens, prompt, message framing
-    assert used <= 70 < used + reserve  # refused while a whole answer could still pass the limit
-    assert refused.status == 429 and "daily token limit" in str(refused) and "lower max_tokens" in str(refused)
-    r = server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth)
-    assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 86400
-    status = requests.get(server.url + "nb-model/status", headers=server.relay_auth, timeout=10).json()
-    assert status["user"] == "ada" and status["tokens_used_today"] == used
-    server.stop()
-
-    again = serve(tokens_per_day=70, quota_db=db, token_user="ada")
-    r = again.post("relay/chat/v1/chat/completions", CHAT, again.relay_auth)
-    assert r.status_code == 429 and f"used {used} of 70" in r.json()["error"]["message"]
-    other = serve(tokens_per_day=70, quota_db=db, token_user="grace")
-    assert other.post("relay/chat/v1/chat/completions", CHAT, other.relay_auth).status_code == 200
-
-
-def test_daily_limit_reserves_max_tokens_up_front(serve, upstream):
-    server = serve(tokens_per_day=100, token_user="bea")
-    big = server.post("relay/chat/v1/chat/completions", {**CHAT, "max_tokens": 200}, server.relay_auth)
-    message = big.json()["error"]["message"]
-    assert big.status_code == 429 and "may take" in message and "lower max_tokens" in message
-    assert upstream.stats()["requests"] == 0  # refused before anything was sent
-    upstream.token_rate = 20.0  # 30 tokens take 1.5 s: the four requests overlap
-    with ThreadPoolExecutor(4) as pool:
-        codes = sorted(pool.map(lambda _: server.post("relay/chat/v1/chat/completions", {**CHAT, "max_tokens": 30},
-                                                      server.relay_auth).status_code, range(4)))
-    assert codes == [200, 200, 429, 429]  # each reserved 30 + its prompt: two fit in 100
-    status = requests.get(server.url + "nb-model/status", headers=server.relay_auth, timeout=10).json()
-    assert 60 < status["tokens_used_today"] <= 100  # the real usage replaced the reservations
-
-
-@pytest.mark.redis
-def test_limits_kept_in_redis_when_configured(serve, redis_server, tmp_path):
-    import redis
-    user = "redis-user-" + uuid.uuid4().hex[:6]
-    server = serve(qps=1, tokens_per_day=10_000, redis_url=redis_server, token_user=user)
-    codes = [server.post("relay/chat/v1/chat/completions", CHAT, server.relay_auth).status_code for _ in range(2)]
-    assert codes == [200, 429]
-    conn = redis.Redis.from_url(redis_server)
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    assert int(conn.get(f"nb_model:relay:tokens:{user}:{day}")) > 0
-    assert conn.exists(f"nb_model:relay:rate:{user}")
-    assert not (tmp_path / "quotas.sqlite").exists()  # Redis instead of the SQLite file
-
-
 # -- the sandbox route ------------------------------------------------------------
-
 def test_sandbox_route_works_with_nothing_configured(tmp_path, monkeypatch):
     server = JupyterServer(tmp_path, {"quota_db": str(tmp_path / "q.sqlite")}).start()
     try:
@@ -523,7 +325,6 @@ def test_sandbox_route_requotes_its_path(tmp_path):
 
 
 # -- what goes upstream -------------------------------------------------------------
-
 def test_no_query_and_only_allowed_headers_go_upstream(serve, recorder):
     server = serve(profiles={"rec": {"endpoint": recorder.url + "/v1", "protocol": "openai", "key_env": KEY_ENV}})
     extra = {"OpenAI-Organization": "org-x", "OpenAI-Project": "proj-x", "X-Api-Key": "caller-key",
@@ -575,7 +376,6 @@ def test_key_split_across_chunks_is_masked(serve, recorder, monkeypatch):
 
 
 # -- where the key comes from ---------------------------------------------------------
-
 def test_key_from_a_key_file(serve, upstream, tmp_path, monkeypatch):
     key_file = tmp_path / "upstream.key"
     key_file.write_text(UPSTREAM_KEY + "\n")
@@ -635,3 +435,192 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+MB = 1 << 20
+
+
+def _raw_request(server, path: str, head: dict, body_chunks=(), chunked: bool = False):
+    """Send a request on a raw socket (headers first, then the body chunks, stopping when the server
+    answers or closes); returns (status, reply text, seconds to the status line)."""
+    sock = socket.create_connection(("127.0.0.1", server.app.port), timeout=10)
+    lines = [f"POST /nb-model/{path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+             *(f"{k}: {v}" for k, v in head.items())]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    start = time.monotonic()
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    stop = threading.Event()
+
+    def send_body():
+        try:
+            for chunk in body_chunks:
+                if stop.is_set():
+                    return
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        except OSError:
+            pass  # the server answered and closed: what a limit does
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    sender.start()
+    reply = b""
+    try:
+        while b"\r\n\r\n" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+        took = time.monotonic() - start
+        sock.settimeout(2)
+        try:
+            while data := sock.recv(65536):
+                reply += data
+        except OSError:
+            pass
+    finally:
+        stop.set()
+        sock.close()
+    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
+    return status, reply.decode("utf-8", "replace"), took
+
+
+def _status_latencies(server, stop: threading.Event, out: list) -> None:
+    while not stop.is_set():
+        t = time.monotonic()
+        requests.get(server.url + "api/status", headers=server.jupyter_auth, timeout=10).raise_for_status()
+        out.append(time.monotonic() - t)
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["content-length", "streamed"])
+def test_a_50_mb_body_gets_413_at_once_while_jupyter_keeps_answering(serve, how):
+    server = serve()
+    head = {"Authorization": f"Bearer {server.kernel_env[TOKEN_ENV]}"}
+    piece = b"x" * (256 << 10)
+    chunks = (piece for _ in range(200))  # 50 MB
+    if how == "content-length":
+        head["Content-Length"] = str(50 * MB)
+    latencies, stop = [], threading.Event()
+    watcher = threading.Thread(target=_status_latencies, args=(server, stop, latencies), daemon=True)
+    watcher.start()
+    time.sleep(0.2)
+    try:
+        status, text, took = _raw_request(server, "relay/chat/v1/chat/completions", head, chunks,
+                                          chunked=how == "streamed")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert status == 413, text[:300]
+    assert "over this server's limit of 1,048,576 bytes (NbModelRelay.max_request_bytes)" in text
+    assert took < 2.0, took  # target 0.5 s; the machine is shared, so the bound is generous
+    assert latencies and max(latencies) < 1.0, latencies  # target 0.1 s
+    print(f"413 after {took * 1000:.0f} ms; /api/status max {max(latencies) * 1000:.0f} ms "
+          f"over {len(latencies)} calls")
+
+
+def test_body_limit_is_configurable_and_a_body_under_it_passes(serve, upstream):
+    server = serve(max_request_bytes=4096)
+    body = {"messages": [{"role": "user", "content": "Tell me about rivers"}], "max_tokens": 5}
+    assert server.post("relay/chat/v1/chat/completions", body, server.relay_auth).status_code == 200
+    big = {**body, "messages": [{"role": "user", "content": "w " * 3000}]}
+    r = server.post("relay/chat/v1/chat/completions", big, server.relay_auth)
+    assert r.status_code == 413 and "limit of 4,096 bytes" in r.json()["error"]["message"]
+    assert upstream.stats()["requests"] == 1  # the big one never went upstream
+    r = requests.post(server.url + "nb-model/sandbox/v1/generate", data=json.dumps(big), headers=server.relay_auth,
+                      timeout=10)
+    assert r.status_code == 413  # the sandbox route has the same limit
+
+
+# -- keys in upstream error bodies ----------------------------------------------------------------------
+class EchoingUpstream:
+    """A careless upstream that repeats the caller's key in its error bodies (401, 500) and in an error
+    event in the middle of a stream."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                key = (self.headers.get("Authorization") or "").partition(" ")[2]
+                status = {"401": 401, "500": 500}.get(self.server.mode, 200)
+                if status != 200:
+                    out = json.dumps({"error": {"message": f"key {key} rejected", "type": "x"}}).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
+                out = (json.dumps({"text": "Hello "}) + "\n" + json.dumps({"error": {
+                    "message": f"upstream failure for key {key}"}}) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.mode = "401"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def echoing():
+    server = EchoingUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("mode", ["401", "500", "stream"])
+def test_a_key_echoed_by_the_upstream_is_masked_in_errors_reprs_history_and_logs(shell, echoing, monkeypatch,
+                                                                                 mode):
+    """Direct to the upstream: the client's errors, reprs and history never show the key."""
+    from nb_model import cache
+    key = "sk-echo-" + "e" * 24
+    echoing.httpd.mode = mode
+    monkeypatch.setenv("MODEL_API_KEY", key)
+    monkeypatch.setenv("NB_MODEL_ENDPOINT", echoing.url)
+    monkeypatch.setenv("NB_MODEL_PROTOCOL", "seed")
+    client = Client(resolve_profile(None), cache=cache.default_store(None))
+    with pytest.raises(APIError) as info:
+        client.generate("Tell me about rivers", max_tokens=5, stream=True, max_retries=0)
+    shown = [str(info.value), repr(info.value)]
+    assert "***" in shown[0], shown
+    res = shell.run_cell("%%generate --max-tokens 5 -o g\nTell me about rivers")
+    shown += [str(res.error_in_exec), repr(shell.user_ns.get("g")), json.dumps(cache.history(), default=str)]
+    for text in shown:
+        assert key not in text and "eeeeeeeeeeee" not in text, text
+
+
+@pytest.mark.parametrize("mode", ["401", "500", "stream"])
+def test_the_relay_masks_a_key_echoed_in_upstream_error_bodies(serve, echoing, monkeypatch, mode):
+    echoing.httpd.mode = mode
+    server = serve(profiles={"seed": {"endpoint": echoing.url, "protocol": "seed", "key_env": KEY_ENV}})
+    r = server.post("relay/seed/v1/generate", {"prompt": "hi", "max_tokens": 5},
+                    {**server.relay_auth, "X-Stream": "true"})
+    assert r.status_code == {"401": 401, "500": 500, "stream": 200}[mode]
+    assert "***" in r.text and UPSTREAM_KEY not in r.text
+    use_relay(monkeypatch, server)
+    with pytest.raises(APIError) as info:
+        Client(resolve_profile("relay:seed")).generate("hi", max_tokens=5, stream=True, max_retries=0)
+    assert UPSTREAM_KEY not in str(info.value) and UPSTREAM_KEY not in server.log.getvalue()
+
+
+def test_log_redaction_keeps_the_help_text_that_names_the_variable(serve):
+    server = serve()
+    server.app.log.warning("send 'Authorization: Bearer $NB_MODEL_RELAY_TOKEN' (set in kernels)")
+    server.app.log.warning("Authorization: Bearer %s", server.kernel_env[TOKEN_ENV])
+    log = server.log.getvalue()
+    assert "'Authorization: Bearer $NB_MODEL_RELAY_TOKEN'" in log
+    assert server.kernel_env[TOKEN_ENV] not in log and "Authorization: ***" in log

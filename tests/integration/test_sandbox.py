@@ -1,4 +1,5 @@
-"""The sandbox server over real HTTP (loopback), with plain `requests`. No mocks."""
+"""The sandbox server: protocols, parameters, languages, faults, auth, CLI; the docs' client against it."""
+
 from __future__ import annotations
 
 import http.client
@@ -6,20 +7,120 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-
 from nb_model.sandbox import SandboxServer, SimulatedEngine, start_sandbox
 from nb_model.sandbox.engine import count_pieces
 from nb_model.tokens import estimate_tokens
 
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+KEY = "sk-docs-" + "d" * 24
+
+
+DOCS_CLIENT = '''
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+API_URL = os.environ["API_URL"] + "/v1/generate"
+HEADERS = {"Authorization": f"Bearer {os.environ['MODEL_API_KEY']}"}
+
+# 基本调用
+resp = requests.post(API_URL, headers=HEADERS, json={
+    "prompt": "请用三句话介绍一下灯塔", "max_tokens": 200, "temperature": 0.7, "top_p": 0.9, "language": "zh"})
+print("BASIC", resp.json()["output"])
+
+# 流式输出
+with requests.post(API_URL, headers={**HEADERS, "X-Stream": "true"},
+                   json={"prompt": "请介绍一下潮汐"}, stream=True) as resp:
+    print("STREAM ", end="")
+    for line in resp.iter_lines(decode_unicode=True):
+        if line:
+            print(json.loads(line)["text"], end="", flush=True)
+            print(type(line).__name__, end="\\x00", file=__import__("sys").stderr)
+    print()
+
+# 并发请求
+def ask(prompt):
+    r = requests.post(API_URL, headers=HEADERS, json={"prompt": prompt, "max_tokens": 64, "language": "zh"})
+    return r.json()["output"]
+
+prompts = ["灯塔", "冰川", "潮水", "火山", "指南针", "图书馆"]
+with ThreadPoolExecutor(max_workers=4) as pool:
+    for prompt, output in zip(prompts, pool.map(ask, prompts)):
+        print("POOL", prompt, output)
+'''
+
+
+@pytest.fixture(params=["full", "minimal"])
+def served(request):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NB_TEST_KEY": KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "nb_model.cli", "serve", "--port", "0", "--api-key-env",
+                             "NB_TEST_KEY", "--wire", request.param], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"at (http://127\.0\.0\.1:\d+) ", proc.stdout.readline()).group(1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+
+
+def whole(url, body):
+    return requests.post(url + "/v1/generate", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                         timeout=10).json()["output"]
+
+
+def test_docs_client_code_prints_the_answers(served, tmp_path):
+    script = tmp_path / "docs_client.py"
+    script.write_text(DOCS_CLIENT, encoding="utf-8")
+    env = {**os.environ, "API_URL": served, "MODEL_API_KEY": KEY, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-500:]
+    out = done.stdout.decode("utf-8")
+    basic = whole(served, {"prompt": "请用三句话介绍一下灯塔", "max_tokens": 200, "temperature": 0.7,
+                           "top_p": 0.9, "language": "zh"})
+    assert "。" in basic and re.search(r"[\u4e00-\u9fff]{4}", basic)
+    # the stream, decoded by requests from the declared charset, is the whole answer without mojibake
+    streamed = whole(served, {"prompt": "请介绍一下潮汐"})
+    pool = ["灯塔", "冰川", "潮水", "火山", "指南针", "图书馆"]
+    pooled = [whole(served, {"prompt": p, "max_tokens": 64, "language": "zh"}) for p in pool]
+    assert all(re.search(r"[\u4e00-\u9fff]{4}", o) for o in pooled)
+    assert out == (f"BASIC {basic}\nSTREAM {streamed}\n"
+                   + "".join(f"POOL {p} {o}\n" for p, o in zip(pool, pooled)))
+    assert set(done.stderr.decode().split("\x00")) - {""} == {"str"}  # str lines, never bytes
+
+
+def test_minimal_wire_sends_only_the_documented_fields(tmp_path):
+    from nb_model.sandbox import start_sandbox
+    server = start_sandbox(qps=0, wire="minimal")
+    try:
+        r = requests.post(server.url + "/v1/generate", json={"prompt": "介绍灯塔", "language": "zh"}, timeout=10)
+        assert list(r.json()) == ["output"]
+        assert set(r.headers) <= {"Content-Type", "Content-Length", "Server", "Date"}
+        r = requests.post(server.url + "/v1/generate", json={"prompt": "介绍灯塔"}, headers={"X-Stream": "true"},
+                          stream=True, timeout=10)
+        lines = [json.loads(line) for line in r.iter_lines(decode_unicode=True) if line]
+        assert all(list(obj) == ["text"] for obj in lines) and len(lines) > 5
+        assert set(r.headers) <= {"Content-Type", "Transfer-Encoding", "Server", "Date"}
+        assert r.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
+    finally:
+        server.stop()
+
+
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe lighthouses"}]
 
 
@@ -62,7 +163,6 @@ def error_of(response):
 
 
 # -- protocols ------------------------------------------------------------------
-
 def test_seed_non_streaming_reply(srv):
     r = seed(srv)
     assert r.status_code == 200
@@ -172,7 +272,6 @@ def test_keep_alive_across_plain_and_streamed_replies(srv):
 
 
 # -- the engine's behaviour, seen through HTTP ------------------------------------
-
 def output(server, **params):
     return seed(server, {"prompt": "Explain tides", "max_tokens": 80, **params}).json()["output"]
 
@@ -241,7 +340,6 @@ def test_natural_stop_and_length(srv):
 
 
 # -- validation, auth, rate limit ---------------------------------------------------
-
 @pytest.mark.parametrize("payload, message", [
     ({"max_tokens": 2049}, "max_tokens must be between 1 and 2048"),
     ({"max_tokens": 0}, "max_tokens must be between 1 and 2048"),
@@ -314,7 +412,6 @@ def test_qps_limit():
 
 
 # -- fault injection ------------------------------------------------------------------
-
 @pytest.mark.parametrize("spec, status", [("500", 500), ("502", 502), ("503", 503), ("401", 401),
                                           ("400", 400)])
 def test_status_faults(srv, spec, status):
@@ -492,7 +589,6 @@ def test_start_sandbox_helper():
 
 
 # -- command line -------------------------------------------------------------------------
-
 def run_cli(*args, env=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "nb_model.cli", *args], cwd=ROOT, env=env,
@@ -523,3 +619,40 @@ def test_cli_errors_and_help():
     proc = run_cli("--help")
     out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "serve" in out
+
+
+# -- the sandbox's own input checks -----------------------------------------------------------------------------
+@pytest.fixture
+def plain_sandbox():
+    with SandboxServer(port=0, qps=0) as server:
+        yield server
+
+
+@pytest.mark.parametrize("spec", ["stall-before:inf", "stall-before:1e300", "stall:nan", "stall:1e9"])
+def test_sandbox_refuses_absurd_fault_values_with_400(plain_sandbox, spec):
+    import requests
+    r = requests.post(plain_sandbox.url + "/v1/generate", json={"prompt": "hi", "max_tokens": 4},
+                      headers={"X-Sandbox-Fault": spec}, timeout=10)
+    assert r.status_code == 400 and "unknown fault spec" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3"])
+def test_sandbox_answers_a_bad_content_length_with_400(plain_sandbox, length):
+    port = int(plain_sandbox.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode())
+        reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.0 400") or reply.startswith("HTTP/1.1 400"), reply[:200]
+    assert "Content-Length" in reply
+
+
+def test_a_long_stall_ends_when_the_client_leaves(plain_sandbox):
+    import requests
+    before = threading.active_count()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(plain_sandbox.url + "/v1/generate", json={"prompt": "hi", "max_tokens": 4},
+                      headers={"X-Sandbox-Fault": "stall-before:3000"}, timeout=0.5)
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before  # the handler's thread is gone, not asleep for 50 minutes

@@ -1,23 +1,29 @@
-"""The seed API exactly as its documentation shows it, served by a few lines of `http.server` written here
-(not the sandbox): a stream is `{"text"}` lines and nothing else, ended by the server; a whole reply is
-`{"output"}` alone. A body that ends cleanly (chunked terminator, Content-Length met, HTTP/1.0 close) is a
-complete answer; a body cut mid-way stays StreamBroken. Checked through every front end: `nb_model.stream`,
-`generate`, the magic (footer, cache, history, usage), `generate_many`, the panel and `--compare`."""
+"""The seed protocol as its docs describe it, at a minimal server written from the docs; protocol mismatches."""
+
 import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 import nb_model
-from conftest import run, shown
-from nb_model.errors import StreamBroken
+import pytest
+from nb_model.client import Client
+from nb_model.config import resolve_profile
+from nb_model.errors import ProtocolError, StreamBroken
 from nb_model.tokens import estimate_tokens
 
+from conftest import run, shown
+
+
 PIECES = ["灯塔", "在夜里", "为船只指路。", " Lighthouses guide ships", " at night."]
+
+
 TEXT = "".join(PIECES)
+
+
 CLEAN = ("chunked", "close", "length")
+
+
 CUT = ("cut-chunked", "cut-length", "cut-close")
 
 
@@ -181,3 +187,22 @@ def test_chat_keeps_a_cleanly_ended_answer(point, shell):
     assert res.success and [m["role"] for m in conversation(shell, "docs").messages()] == ["user", "assistant"]
     run(shell, "%%generate --chat docs --no-cache --max-tokens 50\n再说一句")
     assert "灯塔在夜里为船只指路" in bodies[-1]["prompt"]  # the first answer went back as context
+
+
+# -- protocol mismatch and error objects inside a 200 reply ----------------------------------------
+SSE_REPLY = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+
+
+def test_seed_profile_reading_an_sse_stream_says_to_check_the_protocol(scripted_server):
+    scripted_server.replies = [(200, {"Content-Type": "text/event-stream"}, SSE_REPLY)]
+    c = Client(resolve_profile("sandbox", endpoint=scripted_server.url))
+    with pytest.raises(ProtocolError) as info:
+        c.stream("hi").text()
+    line = str(info.value)
+    assert "malformed JSON line" in line and \
+        "check that profile 'sandbox' uses the right protocol (seed | openai | openai-completions)" in line
+    assert scripted_server.requests == 1
+    scripted_server.replies = [(200, {}, b'{"choices": [{"message": {"content": "hi"}}]}')]
+    with pytest.raises(ProtocolError, match=r"no \"output\" field; check that profile 'sandbox' uses the right "
+                                            r"protocol \(seed \| openai"):
+        c.generate("hi")

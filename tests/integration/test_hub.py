@@ -1,12 +1,5 @@
-"""A class on a real JupyterHub: the relay service (`nb-model relay`) holds the key, students' kernels call it.
+"""A real JupyterHub classroom: per-student budgets through the service, the teacher's page."""
 
-Real parts: JupyterHub (from PyPI) with configurable-http-proxy (npm), DummyAuthenticator, the default
-LocalProcessSpawner starting real single-user servers and kernels as real OS users (created here with
-useradd: needs root, as in CI), the service as another OS user. The Hub's config is the block of
-docs/classroom.md with its site settings replaced by this test's users and ports; the relay's config is
-the TOML block of the same page with smaller limits. The upstream is a minimal seed-protocol server written
-here from the API's docs (streamed JSON lines), which checks the key and records what it answered.
-"""
 from __future__ import annotations
 
 import asyncio
@@ -28,20 +21,37 @@ from pathlib import Path
 
 import pytest
 import requests
+from nb_model.tokens import estimate_tokens
 
 from conftest import _free_port, missing_part
-from nb_model.tokens import estimate_tokens
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
 
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
 DOC = ROOT / "docs" / "classroom.md"
+
+
 VENV_BIN = Path(sys.executable).parent
+
+
 KEY = "sk-class-" + secrets.token_hex(16)
+
+
 DRIVER = secrets.token_hex(24)
+
+
 SERVICE_USER, ADA, GRACE, TEACHER = "nbmt_relay", "nbmt_ada", "nbmt_grace", "nbmt_teacher"
+
+
 STUDENT_TOKENS_PER_DAY = 260
+
+
 MAX_TOKENS = 40
+
+
 # the stream's last line, as the sandbox ends its streams (the client takes a stream without one as cut)
 END_LINE = b'{"text": "", "finish_reason": "stop"}\n'
 

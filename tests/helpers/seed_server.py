@@ -1,0 +1,60 @@
+"""Fixtures and helpers shared by several test files."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+class SeedServer:
+    """The documented seed API in a few lines: `POST /v1/generate` -> {"output": ...}; records raw bodies.
+    `status`/`headers` make every reply an error instead (e.g. 429 with Retry-After)."""
+
+    def __init__(self, status: int = 200, headers: dict | None = None):
+        self.bodies: list[bytes] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.bodies.append(raw)
+                if status == 200:
+                    out = json.dumps({"output": "Tides follow the moon."}).encode()
+                else:
+                    out = json.dumps({"error": {"message": "slow down"}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def seed_server():
+    server = SeedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cache_on(monkeypatch):
+    monkeypatch.delenv("NB_MODEL_CACHE")

@@ -97,7 +97,8 @@ class Client:
         else:
             what = f"connection failed ({name})"
         tail = f" — {tip}, then re-run" if advice else ""
-        return self.redact(f"{what} talking to {redact_url(url)}{tail}")
+        where = urlsplit(url).netloc.rpartition("@")[2] or redact_url(url)  # host:port: the path adds only width
+        return self.redact(f"{what} talking to {where}{tail}")
 
     def spec(self, prompt: str, *, system: str | None = None, messages: list[dict] | None = None,
              tools: list[dict] | None = None, tool_choice=None, after: list[dict] | None = None,

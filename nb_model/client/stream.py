@@ -225,8 +225,8 @@ class Stream:
         if resp.status_code >= 400:
             msg = client.redact(protocols.clean_text(_server_message(resp)))
             resp.close()
-            rid = f" [request {request_id}]" if request_id else ""
-            what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}{rid}"
+            # one line that fits a notebook's width: the request id stays on the error and the Generation
+            what = f"HTTP {resp.status_code} from {profile.name}: {msg or resp.reason}"
             raise APIError(f"{what} — {_advice(resp.status_code, profile)}", what=what,
                            status=resp.status_code, request_id=request_id, headers=dict(resp.headers))
         if self.streaming:

@@ -387,7 +387,7 @@ def test_split_tool_call_deltas_assembled_and_run_in_order(shell, tools_ns, monk
 # -- the relay ------------------------------------------------------------------------------------
 
 def test_relay_forwards_a_tool_exchange(tmp_path, monkeypatch):
-    from test_server_relay import KEY_ENV, JupyterServer, use_relay
+    from helpers.relay import KEY_ENV, JupyterServer, use_relay
 
     from nb_model.client import Client
     from nb_model.config import resolve_profile

@@ -11,23 +11,25 @@ from ..errors import ConfigError, NbModelError
 from ..results import Generation
 
 
-def _is_pandas(obj: Any, kind: str) -> bool:
+def is_pandas(obj: Any, kind: str) -> bool:
+    """`obj` is a pandas `kind` (DataFrame, Series), without importing pandas."""
     return type(obj).__module__.startswith("pandas") and type(obj).__name__ == kind
 
 
-def _as_items(prompts: Any) -> tuple[list, Any]:
-    """The items as a list, and the pandas index to give back (None for plain sequences)."""
-    if isinstance(prompts, (str, bytes, Mapping)):
-        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, got {type(prompts).__name__}")
-    if _is_pandas(prompts, "DataFrame"):
-        return prompts.to_dict("records"), prompts.index
-    if _is_pandas(prompts, "Series"):
-        return prompts.tolist(), prompts.index
+def items_of(data: Any, what: str = "generate_many") -> tuple[list, Any]:
+    """The items as a list (a DataFrame's rows as dicts), and the pandas index to give back (None for plain
+    sequences); `what` names the caller in the one-line error."""
+    if isinstance(data, (str, bytes, Mapping)):
+        raise ConfigError(f"{what} needs a list, a pandas Series or a DataFrame, got {type(data).__name__}")
+    if is_pandas(data, "DataFrame"):
+        return data.to_dict("records"), data.index
+    if is_pandas(data, "Series"):
+        return data.tolist(), data.index
     try:
-        return list(prompts), None
+        return list(data), None
     except TypeError:
-        raise ConfigError(f"generate_many needs a list or a pandas Series of prompts, "
-                          f"got {type(prompts).__name__}") from None
+        raise ConfigError(f"{what} needs a list, a pandas Series or a DataFrame, got {type(data).__name__}") \
+            from None
 
 
 def fill_item(template: str | None, item: Any, namespace: Mapping | None = None) -> str:

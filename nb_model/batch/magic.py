@@ -25,7 +25,7 @@ def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], Non
     from IPython.core.error import UsageError
 
     from ..display.batch import show_over_summary
-    from .items import _as_items
+    from .items import items_of
     from .runner import generate_many
 
     if args.over not in ns:
@@ -33,7 +33,7 @@ def run_magic(settings, args, cell: str, *, ns: dict, store: Callable[[Any], Non
     if args.no_interpolate or getattr(args, "chat", None):
         raise UsageError("--over fills the cell from each item: drop --no-interpolate / --chat")
     try:
-        items, _ = _as_items(ns[args.over])
+        items, _ = items_of(ns[args.over])
     except ConfigError as exc:
         raise UsageError(f"--over {args.over}: {exc}") from None
     if not items:

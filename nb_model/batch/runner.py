@@ -28,7 +28,7 @@ from ..errors import APIError, ConfigError, ConnectionFailed, StreamBroken
 from ..flow import OUTAGE_BUDGET_S, Gate, Window, default_cap
 from ..params import PARAMS, validate_params
 from ..results import Generation, Usage
-from .items import _as_items, _check_pack, _failed, _is_pandas, fill_item
+from .items import items_of, _check_pack, _failed, is_pandas, fill_item
 
 ERRORS = ("collect", "raise")
 
@@ -235,7 +235,7 @@ def generate_many(prompts, max_workers: int | None = None, *, template: str | No
         raise ConfigError(f"outage_budget must be a number of seconds (≥ 0), got {outage_budget!r}")
     _check_pack(pack)
     check_cache_mode(cache)
-    items, index = _as_items(prompts)
+    items, index = items_of(prompts)
     client = client_for(profile, model=model)
     validate_params({**client.profile.defaults, **params}, client.profile)  # bad params: one line, nothing sent
     filled: list = []
@@ -254,7 +254,7 @@ def generate_many(prompts, max_workers: int | None = None, *, template: str | No
                    gate=Gate(float(outage_budget)), max_retries=max_retries)
     if index is not None:
         import pandas as pd
-        name = prompts.name if _is_pandas(prompts, "Series") else None
+        name = prompts.name if is_pandas(prompts, "Series") else None
         series = pd.Series(list(results), index=index, dtype=object, name=name)
         series.attrs["stats"] = results.stats
         return series

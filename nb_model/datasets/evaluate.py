@@ -68,7 +68,7 @@ def _variants(variants: Any, variables: list[str]) -> list[tuple[str, dict]]:
 
 
 def _rows(data: Any) -> tuple[list[Mapping], list]:
-    from .extract import is_pandas, items_of
+    from ..batch.items import is_pandas, items_of
     items, index = items_of(data, "evaluate")
     if not items:
         raise ConfigError("evaluate: the data is empty; give a DataFrame or a list of rows")

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..batch.items import items_of
 from ..errors import ConfigError
 from .schema import example, fields, name_of, to_json_schema
 
@@ -126,23 +127,6 @@ def _mode(mode: str, protocol: str) -> str:
     return mode
 
 
-def is_pandas(obj: Any, kind: str) -> bool:
-    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == kind
-
-
-def items_of(data: Any, what: str = "extract") -> tuple[list, Any]:
-    """The items as a list, and the pandas index to keep (None for plain sequences)."""
-    if isinstance(data, (str, bytes, Mapping)):
-        raise ConfigError(f"{what} needs a list, a pandas Series or a DataFrame, got {type(data).__name__}")
-    if is_pandas(data, "DataFrame"):
-        return data.to_dict("records"), data.index
-    if is_pandas(data, "Series"):
-        return data.tolist(), data.index
-    try:
-        return list(data), None
-    except TypeError:
-        raise ConfigError(f"{what} needs a list, a pandas Series or a DataFrame, got {type(data).__name__}") \
-            from None
 
 
 def fill(template: str | None, item: Any, namespace: Mapping | None) -> str:
@@ -262,7 +246,7 @@ def extract(texts, schema, *, template: str | None = None, namespace: Mapping | 
     ``progress``, generation parameters).
     """
     run = Extraction(schema, profile=profile, model=model, structured=structured, pack=pack)
-    items, index = items_of(texts)
+    items, index = items_of(texts, "extract")
     if items and template is None and not all(isinstance(i, str) for i in items):
         raise ConfigError("extract: the items are not texts: pass template='...{column}...' to build each prompt")
     prompts = [fill(template, item, namespace) for item in items]

@@ -146,7 +146,7 @@ def test_over_magic_runs_template_per_item_with_compact_summary(shell, sandbox, 
     res, cap = run(shell, "%%generate --over nothing_here\n{item}")
     assert not res.success and "no variable of that name" in cap.stderr and "Traceback" not in cap.stderr
     res, cap = run(shell, "%%generate --over level\n{item}")
-    assert not res.success and "list or a pandas Series" in cap.stderr
+    assert not res.success and "a list, a pandas Series or a DataFrame" in cap.stderr
     assert run(shell, "1 + 1")[0].result == 2
 
 

@@ -38,7 +38,7 @@ def bench_load_ext(runs: int) -> None:
         ("", "median s", "min s"),
         ("shell + %load_ext nb_model", f"{median(a):.3f}", f"{min(a):.3f}"),
         ("bare IPython shell", f"{median(b):.3f}", f"{min(b):.3f}"),
-        ("added by %load_ext", f"{added:.0f} ms", "target < 100 ms"),
+        ("added by %load_ext", f"{added:.0f} ms", "target < 50 ms"),
         ("heavy modules imported", heavy, ""),
     ])
 

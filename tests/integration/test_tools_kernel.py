@@ -1,9 +1,9 @@
 """Tool calls in a real kernel (jupyter_client): the line shown while a call runs, what a saved notebook and
-nbval's recording hold afterwards, and the confirm button answered while the cell runs."""
-import os
+nbval's recording hold afterwards, and confirm answered on the kernel's stdin while the cell runs."""
 import time
 
 import pytest
+from helpers.kernel import replay, started_kernel
 
 SALES = ("import time\n"
          "def sales_by_region(quarter: str) -> dict:\n"
@@ -13,40 +13,10 @@ SALES = ("import time\n"
 CELL = "%%generate --tools sales_by_region --no-cache -o g\nWhich region sold most in Q3?"
 
 
-def replay(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(outputs as nbclient saves them: updates applied; outputs as nbval records them: first bundles)."""
-    saved, recorded, where = [], [], {}
-    for m in msgs:
-        kind, content = m["msg_type"], m["content"]
-        if kind == "display_data":
-            saved.append(dict(content["data"]))
-            recorded.append(dict(content["data"]))
-            display_id = content.get("transient", {}).get("display_id")
-            if display_id:
-                where.setdefault(display_id, []).append(len(saved) - 1)
-        elif kind == "update_display_data":
-            for i in where[content["transient"]["display_id"]]:
-                saved[i] = dict(content["data"])
-        elif kind == "stream":
-            saved.append({"stream": content["text"]})
-            recorded.append({"stream": content["text"]})
-    return saved, recorded
-
-
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    from jupyter_client.manager import start_new_kernel
-    cwd = tmp_path_factory.mktemp("kernel")
-    env = {**os.environ, "NB_MODEL_LOCAL": "off", "NB_MODEL_CACHE": "off", "HOME": str(cwd)}
-    env = {k: v for k, v in env.items() if not k.startswith(("NB_MODEL_ENDPOINT", "NB_MODEL_PROFILE", "MODEL_API"))}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
-    try:
-        kc.execute_interactive("%load_ext nb_model\n" + SALES, timeout=60)
-        kc.manager = km
+    with started_kernel(tmp_path_factory.mktemp("kernel"), "%load_ext nb_model\n" + SALES) as kc:
         yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def run_cell(kc, code: str, timeout: float = 120) -> list[dict]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from .loopback import Loopback
 
-class SeedServer:
+
+class SeedServer(Loopback):
     """The documented seed API in a few lines: `POST /v1/generate` -> {"output": ...}; records raw bodies.
     `status`/`headers` make every reply an error instead (e.g. 429 with Retry-After)."""
 
@@ -38,14 +39,8 @@ class SeedServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.serve(Handler)
 
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

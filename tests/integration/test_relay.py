@@ -10,20 +10,19 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
+from helpers.loopback import Loopback
+from helpers.relay import JupyterServer, serve, upstream, use_relay  # noqa: F401 (fixtures)
+
+from conftest import server_process
 from nb_model.client import Client
 from nb_model.config import Profile, resolve_profile
 from nb_model.config.env import PROFILES_ENV, TOKEN_ENV
 from nb_model.errors import APIError
-
-from conftest import server_process
-from helpers.relay import JupyterServer, use_relay
-from helpers.relay import serve, upstream  # noqa: F401 (fixtures)
-
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +39,7 @@ OTHER_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "jupyter_server_terminals", "no
 CHAT = {"messages": [{"role": "user", "content": "Tell me about rivers"}], "max_tokens": 20}
 
 
-class RecordingUpstream:
+class RecordingUpstream(Loopback):
     """A small upstream on loopback (http.server in a thread): records each request (path, headers,
     JSON body) and streams `reply(key)` back, each item its own HTTP chunk, `key` being the Bearer
     token the relay sent."""
@@ -73,14 +72,8 @@ class RecordingUpstream:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.serve(Handler)
 
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -533,7 +526,7 @@ def test_body_limit_is_configurable_and_a_body_under_it_passes(serve, upstream):
 
 
 # -- keys in upstream error bodies ----------------------------------------------------------------------
-class EchoingUpstream:
+class EchoingUpstream(Loopback):
     """A careless upstream that repeats the caller's key in its error bodies (401, 500) and in an error
     event in the middle of a stream."""
 
@@ -564,15 +557,9 @@ class EchoingUpstream:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.serve(Handler)
         self.httpd.mode = "401"
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
+from helpers.loopback import Loopback
+from helpers.relay import serve, upstream, use_relay  # noqa: F401 (fixtures)
+
 from nb_model.client import Client
 from nb_model.config import resolve_profile
 from nb_model.errors import APIError
-from nb_model.server.quotas import QuotaExceeded, Quotas, RedisCounters, SQLiteCounters, seconds_to_midnight
+from nb_model.server.quotas import (
+    QuotaExceeded,
+    Quotas,
+    RedisCounters,
+    SQLiteCounters,
+    seconds_to_midnight,
+)
 from nb_model.tokens import estimate_tokens
-
-from helpers.relay import serve, upstream  # noqa: F401 (fixtures)
-from helpers.relay import use_relay
-
 
 NOON = datetime(2030, 5, 17, 12, 0, tzinfo=timezone.utc).timestamp()
 
@@ -130,7 +134,7 @@ def _tokenizer_count(text: str) -> int:
     return len(re.findall(r"[\u4e00-\u9fff]|\d|[^\w\s]|[A-Za-z]{1,4}", text))
 
 
-class UsageUpstream:
+class UsageUpstream(Loopback):
     """An upstream of either protocol, from the documented examples: OpenAI chat replies with `usage`
     (counted as a tokenizer would), seed streams JSON lines `{"text": ...}` and nothing else."""
 
@@ -165,14 +169,8 @@ class UsageUpstream:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.serve(Handler)
 
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 import json
 import sys
-import threading
 import time
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal, Optional
 
 import pytest
+from helpers.loopback import Loopback
 
 from conftest import run, run_interrupted, shown
 
@@ -157,7 +156,9 @@ def test_python_api_runs_tools_silently():
     g = nb_model.generate("How did sales go in Q2?", tools=[sales_by_region], confirm=lambda call: asked.append(call)
                           or False, cache="off")
     assert [c["name"] for c in asked] == ["sales_by_region"] and g.exchange["calls"][0]["status"] == "declined"
-    from nb_model.tools import run_tools  # the package's own entry point runs the same exchange
+    from nb_model.tools import (
+        run_tools,  # the package's own entry point runs the same exchange
+    )
     g = run_tools("How did sales go in Q2?", [sales_by_region], cache="off")
     assert g.text == '[sandbox] sales_by_region returned {"North": 100, "South": 80}.'
 
@@ -317,7 +318,7 @@ TOOL_TURN = [
 ANSWER_TURN = [_event({"content": "North "}), _event({"content": "led."}), _event(None, "stop"), b"data: [DONE]\n\n"]
 
 
-class ToolCallServer:
+class ToolCallServer(Loopback):
     """POST /v1/chat/completions: the first request gets TOOL_TURN, later ones ANSWER_TURN, written in
     HTTP chunks of 9 bytes (so events, lines and JSON strings are cut anywhere)."""
 
@@ -344,13 +345,8 @@ class ToolCallServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler, "/v1")
 
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_split_tool_call_deltas_assembled_and_run_in_order(shell, tools_ns, monkeypatch):

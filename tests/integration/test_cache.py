@@ -336,7 +336,7 @@ def test_corrupt_or_foreign_file_is_moved_aside_once(cached, sandbox, kind):
 
 @pytest.fixture
 def read_only(tmp_path):
-    """Make folders unwritable, even for root (immutable flag where chmod is not enough)."""
+    """Make folders unwritable, even for root (read_only flag where chmod is not enough)."""
     made = []
 
     def lock(folder: Path) -> None:
@@ -514,31 +514,8 @@ def test_damaged_file_warning_is_one_line(tmp_path):
     store.close()
 
 
-@pytest.fixture
-def immutable(tmp_path):
-    """Make a folder unwritable, even for root (the immutable flag where chmod is not enough)."""
-    made = []
-
-    def lock(folder: Path) -> None:
-        folder.chmod(0o555)
-        made.append(folder)
-        probe = folder / "probe"
-        try:
-            probe.touch()
-        except OSError:
-            return
-        probe.unlink()
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-            from conftest import missing_part
-            missing_part("cannot make a folder read-only here (root without chattr support)")
-    yield lock
-    for folder in made:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
-
-
 def test_existing_cache_on_a_read_only_disk_is_read_with_one_warning(shell, sandbox, use_endpoint, monkeypatch,
-                                                                    tmp_path, immutable):
+                                                                    tmp_path, read_only):
     from nb_model import cache
     course = tmp_path / "course"
     course.mkdir()
@@ -550,8 +527,8 @@ def test_existing_cache_on_a_read_only_disk_is_read_with_one_warning(shell, sand
     first = shell.user_ns["g"]
     cache.reset()
     sandbox.reset()
-    immutable(course / ".nb_model")
-    immutable(course)
+    read_only(course / ".nb_model")
+    read_only(course)
     results = [run(shell, cell) for _ in range(2)]
     assert all(res.success for res, _ in results)
     assert shell.user_ns["g"].cached and shell.user_ns["g"].text == first.text  # read from the old file
